@@ -190,3 +190,39 @@ def add_diagonal(a, value, *, xp):
             a.reshape((*a.shape[:-2], n * n))[..., :: n + 1] += value
             return a
     return a + value * eye_like(a, xp=xp)
+
+
+def synchronize(x):
+    """Block until the computation producing ``x`` has finished (a host sync; timing only).
+
+    CUDA tensors and CuPy arrays are computed asynchronously, so a timer must wait
+    for them; on the CPU backends this is a no-op.
+    """
+    if array_api_compat.is_torch_array(x) and x.device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(x.device)
+    elif array_api_compat.is_cupy_array(x):
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+    elif array_api_compat.is_jax_array(x):
+        x.block_until_ready()
+
+
+def backend_namespace(name):
+    """The array-api-compat namespace of the library called ``name`` (imports it).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of 'numpy', 'torch', 'cupy'.
+    ImportError
+        If that library is not installed or cannot start.
+    """
+    if name not in ("numpy", "torch", "cupy"):
+        msg = f"unknown backend {name!r}; known: numpy, torch, cupy"
+        raise ValueError(msg)
+    import importlib
+
+    return importlib.import_module(f"array_api_compat.{name}")
