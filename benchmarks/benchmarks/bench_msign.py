@@ -1,0 +1,237 @@
+"""Benchmarks for `matsign.msign`: time, accuracy and the achieved fraction of the GEMM rate.
+
+Parameters are strings so that asv's tables read well: shapes such as ``"1024x4096"``
+or ``"16x512x512"`` (a batch), backends ``"numpy"`` (float32), ``"torch-float32"`` and
+``"torch-bfloat16"``. A combination that cannot run here (torch or scipy missing) or
+that would only repeat another row raises `NotImplementedError` in ``setup``, which
+asv reports as skipped.
+"""
+
+import statistics
+import time
+
+import numpy as np
+
+import matsign
+from matsign import polynomials
+from matsign.testing import matrix_with_singular_values
+
+from . import THREADS
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # the environment variables set in __init__ still apply
+    threadpool_limits = None
+
+try:  # imported once here: asv's forkserver then shares it with every benchmark process
+    import torch
+except ImportError:
+    torch = None
+
+SHAPES = ["256x256", "1024x1024", "1024x4096", "16x512x512"]
+BACKENDS = ["numpy", "torch-float32", "torch-bfloat16"]
+METHODS = ["svd", "jordan", "polar_express", "you5", "quintic"]
+REFERENCES = ["matsign.msign", "numpy.linalg.svd", "scipy.linalg.polar"]
+
+
+def _pin_threads():
+    """Run BLAS and torch on `THREADS` threads, whatever the environment said."""
+    if threadpool_limits is not None:
+        threadpool_limits(limits=THREADS)
+    if torch is not None:
+        torch.set_num_threads(THREADS)
+
+
+def _warm_up():
+    """Run each code path once, so that lazy imports are not timed in a first sample."""
+    eyes = [np.eye(2, dtype=np.float32)] + ([] if torch is None else [torch.eye(2)])
+    for eye in eyes:
+        matsign.msign(eye, method="svd")
+        matsign.msign(eye, method="newton_schulz", steps=1)
+
+
+_pin_threads()
+_warm_up()
+
+
+def _shape(text):
+    return tuple(int(d) for d in text.split("x"))
+
+
+def _on_backend(a, backend):
+    """Move the NumPy array ``a`` to ``backend`` ("numpy" keeps float32 or float64).
+
+    Raises `NotImplementedError`, which asv reports as a skip, for torch when it is not
+    installed.
+    """
+    if backend == "numpy":
+        return a
+    if torch is None:
+        raise NotImplementedError("torch is not installed")
+    dtype = getattr(torch, backend.partition("-")[2])
+    return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+
+
+def _gaussian(shape, dtype=np.float32, seed=0):
+    """A standard normal NumPy array of ``shape`` (a tuple) made directly in ``dtype``."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=dtype)
+
+
+def _msign_options(method):
+    """Keyword arguments of `matsign.msign` for a method row: SVD or a preset's schedule."""
+    if method == "svd":
+        return {"method": "svd"}
+    return {"method": "newton_schulz", "schedule": method}
+
+
+def _newton_schulz_flops(shape, schedule):
+    """Flops of ``schedule``'s default steps on ``shape`` (..., m, n), m <= n after transposing.
+
+    A step with coefficients ``(c0, ..., ck)`` costs ``2 m^2 n`` for the Gram matrix,
+    ``2 m^3`` for each Horner product beyond the first and ``2 m^2 n`` to apply it:
+    ``4 m^2 n + 2 m^3`` for a quintic step.
+    """
+    *batch, m, n = shape
+    m, n = min(m, n), max(m, n)
+    per_step = [4 * m * m * n + 2 * m**3 * max(0, len(c) - 2) for c in schedule.polynomials()]
+    return int(np.prod(batch, dtype=np.int64)) * sum(per_step)
+
+
+def _median_seconds(func, repeats):
+    """Median wall time of ``func()`` over ``repeats`` calls, after one warm-up call."""
+    func()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class TimeMsign:
+    """Wall time of `matsign.msign` by method (SVD or preset) x shape x backend."""
+
+    params = (METHODS, SHAPES, BACKENDS)
+    param_names = ("method", "shape", "backend")
+    timeout = 180
+
+    def setup(self, method, shape, backend):
+        if method == "svd" and backend == "torch-bfloat16":
+            raise NotImplementedError("the SVD of bfloat16 input runs in float32: see float32")
+        self.G = _on_backend(_gaussian(_shape(shape)), backend)
+        self.options = _msign_options(method)
+
+    def time_msign(self, method, shape, backend):
+        matsign.msign(self.G, **self.options)
+
+
+class TimeExactPolar:
+    """Exact ``U V^T``: `matsign.msign` by SVD next to NumPy's SVD and SciPy's polar."""
+
+    params = (REFERENCES, SHAPES, ["float32", "float64"])
+    param_names = ("implementation", "shape", "dtype")
+    timeout = 180
+
+    def setup(self, implementation, shape, dtype):
+        self.G = _gaussian(_shape(shape), dtype=np.dtype(dtype))
+        if implementation == "scipy.linalg.polar":
+            try:
+                import scipy.linalg
+            except ImportError:
+                raise NotImplementedError("scipy is not installed") from None
+            self.polar = scipy.linalg.polar
+
+    def time_polar_factor(self, implementation, shape, dtype):
+        if implementation == "matsign.msign":
+            matsign.msign(self.G, method="svd")
+        elif implementation == "numpy.linalg.svd":
+            U, _, Vh = np.linalg.svd(self.G, full_matrices=False)
+            U @ Vh
+        else:
+            for G in self.G.reshape(-1, *self.G.shape[-2:]):  # scipy's polar is not batched
+                self.polar(G, side="right")
+
+
+class TrackPresetAccuracy:
+    """Singular values of each preset's output on an ill-conditioned 512x512 matrix.
+
+    The input has singular values log-spaced over 1e-6..1 (condition number 1e6); each
+    preset runs its default number of steps. All figures come from float64 singular
+    values of the output, computed once in ``setup_cache``.
+    """
+
+    params = (polynomials.names(), ["numpy-float64", "numpy-float32", "torch-bfloat16"])
+    param_names = ("preset", "backend")
+    timeout = 300
+
+    def setup_cache(self):
+        rng = np.random.default_rng(1234)
+        G = matrix_with_singular_values(np.logspace(0, -6, 512), 512, 512, rng=rng)
+        results = {}
+        for backend in self.params[1]:
+            for name in self.params[0]:
+                results[name, backend] = _preset_singular_values(G, name, backend)
+        return results
+
+    def setup(self, results, preset, backend):
+        if results[preset, backend] is None:
+            raise NotImplementedError(f"{backend} is not available")
+
+    def track_orthogonality_error(self, results, preset, backend):
+        return float(np.max(np.abs(results[preset, backend] - 1.0)))
+
+    def track_smallest_singular_value(self, results, preset, backend):
+        return float(np.min(results[preset, backend]))
+
+    def track_largest_singular_value(self, results, preset, backend):
+        return float(np.max(results[preset, backend]))
+
+    track_orthogonality_error.unit = "max |sigma - 1|"
+    track_smallest_singular_value.unit = "sigma"
+    track_largest_singular_value.unit = "sigma"
+
+
+def _preset_singular_values(G, name, backend):
+    """float64 singular values of ``msign(G)`` under preset ``name``; None without torch."""
+    lib, _, dtype = backend.partition("-")
+    host = G.astype(dtype if lib == "numpy" else np.float32)
+    try:
+        X = _on_backend(host, "numpy" if lib == "numpy" else backend)
+    except NotImplementedError:
+        return None
+    Q = matsign.msign(X, method="newton_schulz", schedule=name)
+    Q = Q.float().numpy() if lib == "torch" else Q
+    return np.linalg.svd(np.asarray(Q, dtype=np.float64), compute_uv=False)
+
+
+class TrackGemmFraction:
+    """Achieved fraction of the GEMM rate: Newton–Schulz flops per second over GEMM's.
+
+    Both rates are measured in the same call, same backend, dtype and threads, as the
+    median of a few repeats. The GEMM is ``(..., m, m) @ (..., m, n)``, the product that
+    dominates a Newton–Schulz step; the Newton–Schulz flops follow
+    ``_newton_schulz_flops``.
+    """
+
+    params = (["jordan", "polar_express"], SHAPES, BACKENDS)
+    param_names = ("preset", "shape", "backend")
+    timeout = 300
+    repeats = 3
+    unit = "fraction of GEMM rate"
+
+    def setup(self, preset, shape, backend):
+        *batch, m, n = _shape(shape)
+        self.G = _on_backend(_gaussian((*batch, m, n)), backend)
+        self.A = _on_backend(_gaussian((*batch, m, m), seed=1), backend)
+        self.schedule = polynomials.preset(preset)
+
+    def track_gemm_fraction(self, preset, shape, backend):
+        *batch, m, n = self.G.shape
+        gemm_flops = 2 * m * m * n * int(np.prod(batch, dtype=np.int64))
+        ns_flops = _newton_schulz_flops(tuple(self.G.shape), self.schedule)
+        gemm = _median_seconds(lambda: self.A @ self.G, self.repeats)
+        ns = _median_seconds(
+            lambda: matsign.msign(self.G, method="newton_schulz", schedule=self.schedule),
+            self.repeats,
+        )
+        return (ns_flops / ns) / (gemm_flops / gemm)
