@@ -4,11 +4,13 @@
 """
 
 from . import polynomials
+from ._iterations import ConvergenceError
 from .polar import msign, newton_schulz, orthogonality_error, polar
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceError",
     "__version__",
     "msign",
     "newton_schulz",

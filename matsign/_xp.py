@@ -23,6 +23,7 @@ __all__ = [
     "matmul_add",
     "namespace",
     "result_dtype",
+    "symmetric_square_add",
     "to_numpy",
 ]
 
@@ -161,6 +162,17 @@ def matmul_add(a, b, c, *, alpha, beta, xp):
         out += beta * c
         return out
     return alpha * (a @ b) + beta * c
+
+
+def symmetric_square_add(a, *, alpha, beta, xp):
+    """``beta * a + alpha * (a @ a)`` for symmetric ``a``; ``a`` is not modified.
+
+    NumPy computes ``a @ a.T`` with a symmetric rank-k update (syrk) when both operands
+    share a buffer, faster than GEMM from about 512 on; below that GEMM wins.
+    """
+    if array_api_compat.is_numpy_namespace(xp) and a.ndim == 2 and a.shape[-1] >= 512:
+        return matmul_add(a, a.T, a, alpha=alpha, beta=beta, xp=xp)
+    return matmul_add(a, a, a, alpha=alpha, beta=beta, xp=xp)
 
 
 def _torch_baddbmm(c, a, b, *, beta, alpha):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from . import _xp
+import itertools
+
+from . import _iterations, _xp
 from .polynomials import Schedule, preset
 
 __all__ = ["msign", "newton_schulz", "orthogonality_error", "polar"]
 
 DEFAULT_SCHEDULE = "polar_express"
+GRAM_ASPECT = 4  # Gram-space iteration from n >= GRAM_ASPECT * m on (see newton_schulz)
+CLASSICAL_QUINTIC = (15 / 8, -10 / 8, 3 / 8)
 
 
 def msign(
-    G, /, *, method="auto", schedule=None, steps=None, rank_rtol=None, dtype=None,
-    check_finite=False, xp=None,
+    G, /, *, method="auto", schedule=None, steps=None, tol=None, max_steps=60, gram=None,
+    rank_rtol=None, dtype=None, check_finite=False, xp=None,
 ):
     """The matrix sign ``U V^T`` of ``G = U S V^T``, batched over leading axes.
 
@@ -22,14 +26,21 @@ def msign(
         Real input; integer input is promoted to the namespace's default float.
     method : {"auto", "svd", "newton_schulz"}, default "auto"
         ``"svd"`` is exact; ``"newton_schulz"`` applies an odd-polynomial schedule.
-        ``"auto"`` picks ``"newton_schulz"`` when a ``schedule`` or ``steps`` is
-        given or the input (or ``dtype``) is a half precision such as bfloat16,
-        and ``"svd"`` otherwise, so that a plain ``msign(G)`` is exact.
+        ``"auto"`` picks ``"newton_schulz"`` when a ``schedule``, ``steps`` or
+        ``tol`` is given or the input (or ``dtype``) is a half precision such as
+        bfloat16, and ``"svd"`` otherwise, so that a plain ``msign(G)`` is exact.
     schedule : str or Schedule, optional
         Newton–Schulz schedule, a preset name (see `matsign.polynomials.names`) or a
         `matsign.polynomials.Schedule`. Default ``"polar_express"``.
     steps : int, optional
         Newton–Schulz steps; the schedule's default when omitted.
+    tol : float, optional
+        Newton–Schulz until the orthogonality error is at most ``tol``: see
+        `newton_schulz`. Raises `ConvergenceError` if ``max_steps`` do not suffice.
+    max_steps : int, default 60
+        Step limit with ``tol``.
+    gram : bool, optional
+        Iterate in Gram space (see `newton_schulz`); chosen by aspect ratio when None.
     rank_rtol : float, optional
         SVD only: singular values at or below ``rank_rtol * sigma_max`` are treated
         as zero and their directions map to 0. Default ``eps * max(m, n)`` of the
@@ -56,6 +67,8 @@ def msign(
         finds a non-finite value.
     TypeError
         For complex input or arrays of mixed libraries.
+    ConvergenceError
+        With ``tol``, if ``max_steps`` steps do not reach it.
 
     Notes
     -----
@@ -79,13 +92,14 @@ def msign(
     """
     xp = _xp.namespace(G, xp=xp)
     G = _as_float_matrix(G, "msign", check_finite=check_finite, xp=xp)
-    method = _choose_method(method, G, schedule, steps, dtype, xp)
+    method = _choose_method(method, G, (schedule, steps, tol), dtype, xp)
     if _is_empty(G):
         return xp.zeros(G.shape, dtype=G.dtype, device=_xp.device(G))
     if method == "svd":
         return _msign_svd(G, rank_rtol=rank_rtol, dtype=dtype, xp=xp)
     schedule = DEFAULT_SCHEDULE if schedule is None else schedule
-    return newton_schulz(G, schedule, steps=steps, dtype=dtype, xp=xp)
+    return newton_schulz(G, schedule, steps=steps, tol=tol, max_steps=max_steps, gram=gram,
+                         dtype=dtype, xp=xp)
 
 
 def polar(G, /, **options):
@@ -134,8 +148,10 @@ def polar(G, /, **options):
     return Q, (QtG + xp.matrix_transpose(QtG)) / 2
 
 
-def newton_schulz(G, /, schedule=DEFAULT_SCHEDULE, *, steps=None, normalize=True, dtype=None,
-                  xp=None):
+def newton_schulz(
+    G, /, schedule=DEFAULT_SCHEDULE, *, steps=None, tol=None, max_steps=60, normalize=True,
+    gram=None, dtype=None, xp=None,
+):
     """Apply a Newton–Schulz odd-polynomial schedule to ``G`` (batched).
 
     Parameters
@@ -145,10 +161,21 @@ def newton_schulz(G, /, schedule=DEFAULT_SCHEDULE, *, steps=None, normalize=True
     schedule : str or Schedule, default "polar_express"
         A preset name or a `matsign.polynomials.Schedule`.
     steps : int, optional
-        Number of steps; the schedule's default when omitted.
+        Number of steps; the schedule's default when omitted. Not with ``tol``.
+    tol : float, optional
+        Iterate until ``||X X^T - I||_F <= tol`` (m <= n side), a bound on the
+        orthogonality error ``max |sigma_i - 1|``: the schedule's polynomials, then
+        its tail if it converges, else the classical quintic ``(15/8, -10/8, 3/8)``
+        repeated. Each step reads the bound on the host (one sync per step).
+    max_steps : int, default 60
+        Step limit with ``tol``.
     normalize : bool, default True
         Divide each matrix by ``schedule.normalizer * ||G||_F`` first. With False
         the caller guarantees a spectral norm of at most one.
+    gram : bool, optional
+        Iterate on the m x m Gram matrix ``R = X X^T`` (``R <- q(R) R q(R)``) and
+        apply the accumulated polynomial to ``X`` once at the end, with a restart
+        after step 2 against round-off. None picks it for ``n >= 4 m`` without ``tol``.
     dtype : dtype, optional
         Compute dtype (e.g. ``torch.bfloat16``); the result has ``G``'s dtype.
     xp : namespace, optional
@@ -162,13 +189,21 @@ def newton_schulz(G, /, schedule=DEFAULT_SCHEDULE, *, steps=None, normalize=True
     Raises
     ------
     ValueError
-        For fewer than two axes, an unknown schedule, or too many steps for a
-        schedule that stops.
+        For fewer than two axes, an unknown schedule, too many steps for a
+        schedule that stops, or both ``steps`` and ``tol``.
+    ConvergenceError
+        With ``tol``, if ``max_steps`` steps do not reach it.
 
     Notes
     -----
     Each step is ``X <- (c0 I + c1 A + c2 A^2 + ...) X`` with ``A = X X^T`` on the
     smaller side, so a quintic step on m x n (m <= n) costs ``4 m^2 n + 2 m^3`` flops.
+    In Gram space a quintic step costs ``8 m^3`` and the whole run adds ``4 m^2 n``
+    per (re)start: cheaper from an aspect ratio of about 3 on.
+
+    References
+    ----------
+    Gram-space iteration: Dao-AILab, gram-newton-schulz (2025), github.com/Dao-AILab.
 
     Examples
     --------
@@ -184,7 +219,10 @@ def newton_schulz(G, /, schedule=DEFAULT_SCHEDULE, *, steps=None, normalize=True
     if not isinstance(schedule, Schedule):
         msg = f"schedule must be a preset name or a Schedule; got {type(schedule).__name__}"
         raise TypeError(msg)
-    polynomials = schedule.polynomials(steps)
+    if tol is not None and steps is not None:
+        msg = f"give steps or tol, not both; got steps={steps}, tol={tol}"
+        raise ValueError(msg)
+    polynomials = schedule.polynomials(steps) if tol is None else _with_convergent_tail(schedule)
     if _is_empty(G):
         return xp.zeros(G.shape, dtype=G.dtype, device=_xp.device(G))
     wide = G.shape[-2] <= G.shape[-1]
@@ -192,29 +230,21 @@ def newton_schulz(G, /, schedule=DEFAULT_SCHEDULE, *, steps=None, normalize=True
     X = xp.astype(X, _xp.compute_dtype(dtype, G.dtype, xp))
     if normalize:
         X = X / _safe(_xp.frobenius_norm(X, xp=xp) * schedule.normalizer, xp)
-    X = _newton_schulz(_xp.as_contiguous(X, xp=xp), polynomials, xp=xp)
+    X = _xp.as_contiguous(X, xp=xp)
+    if tol is not None:
+        X = _iterations.until_orthogonal(X, polynomials, tol=tol, max_steps=max_steps, xp=xp)
+    elif gram or (gram is None and X.shape[-1] >= GRAM_ASPECT * X.shape[-2]):
+        X = _iterations.gram_space(X, polynomials, xp=xp)
+    else:
+        X = _iterations.standard(X, polynomials, xp=xp)
     X = X if wide else xp.matrix_transpose(X)
     return xp.astype(X, G.dtype) if X.dtype != G.dtype else X
 
 
-def _newton_schulz(X, polynomials, *, xp):
-    """See `newton_schulz`; ``X`` is (..., m, n) with m <= n and spectral norm <= 1."""
-    for coefficients in polynomials:
-        A = X @ xp.matrix_transpose(X)
-        B = _gram_polynomial(A, coefficients, xp=xp)
-        X = B @ X
-    return X
-
-
-def _gram_polynomial(A, coefficients, *, xp):
-    """``c0 I + c1 A + c2 A^2 + ...`` by Horner's rule, fused where the backend allows."""
-    c = coefficients
-    if len(c) == 1:
-        return c[0] * _xp.eye_like(A, xp=xp)
-    B = c[-1] * A if len(c) == 2 else _xp.matmul_add(A, A, A, alpha=c[-1], beta=c[-2], xp=xp)
-    for ck in reversed(c[1:-2]):
-        B = _xp.matmul_add(B, A, A, alpha=1.0, beta=ck, xp=xp)
-    return _xp.add_diagonal(B, c[0], xp=xp)
+def _with_convergent_tail(schedule):
+    """The schedule's polynomials, then forever its tail or the classical quintic."""
+    tail = schedule.coefficients[-1] if schedule.converges else CLASSICAL_QUINTIC
+    return itertools.chain(schedule.coefficients, itertools.repeat(tail))
 
 
 def _msign_svd(G, *, rank_rtol, dtype, xp):
@@ -281,7 +311,7 @@ def _as_float_matrix(G, name, *, check_finite, xp):
     return G
 
 
-def _choose_method(method, G, schedule, steps, dtype, xp):
+def _choose_method(method, G, iteration_options, dtype, xp):
     """The documented ``method="auto"`` rule of `msign`."""
     if method not in ("auto", "svd", "newton_schulz"):
         msg = f"method must be 'auto', 'svd' or 'newton_schulz'; got {method!r}"
@@ -289,7 +319,8 @@ def _choose_method(method, G, schedule, steps, dtype, xp):
     if method != "auto":
         return method
     half = _xp.is_half(G.dtype if dtype is None else dtype, xp)
-    return "newton_schulz" if (schedule is not None or steps is not None or half) else "svd"
+    asked = any(option is not None for option in iteration_options)
+    return "newton_schulz" if (asked or half) else "svd"
 
 
 def _is_empty(G):

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from matsign import _xp, msign, newton_schulz, orthogonality_error, polar, polynomials
+from matsign import (
+    ConvergenceError,
+    _xp,
+    msign,
+    newton_schulz,
+    orthogonality_error,
+    polar,
+    polynomials,
+)
 from matsign.testing import assert_close, zoo
 
 ZOO = zoo()
@@ -39,7 +47,7 @@ def svd_tolerance(s, rtol, eps):
     return 30 * eps * max(worst, 1.0)
 
 
-@pytest.mark.parametrize("name", NONTRIVIAL + ["zero"])
+@pytest.mark.parametrize("name", [*NONTRIVIAL, "zero"])
 def test_msign_svd_matches_truncated_svd_oracle(backend, dtype, name):
     xp = backend.xp
     G = backend.asarray(ZOO[name].matrix, dtype)
@@ -92,8 +100,10 @@ def test_convergent_schedules_reach_svd_factor(backend, dtype, schedule_name, na
 
 
 def normalised_range(entry, schedule):
-    s = entry.singular_values
-    return s[-1] / np.linalg.norm(s) / schedule.normalizer, s[0] / np.linalg.norm(s) / schedule.normalizer
+    """Smallest and largest singular value after Frobenius normalisation (over a batch)."""
+    s = entry.singular_values.reshape(-1, entry.singular_values.shape[-1])
+    norms = np.linalg.norm(s, axis=-1) * schedule.normalizer
+    return float((s[:, -1] / norms).min()), float((s[:, 0] / norms).max())
 
 
 @pytest.mark.parametrize("schedule_name", polynomials.names())
@@ -103,7 +113,7 @@ def test_every_preset_lands_in_its_band(backend, dtype, schedule_name, name):
     if dtype == "bfloat16":  # the worst-case model is vacuous there; see the next test
         dtype = "float32"
     entry, schedule = ZOO[name], polynomials.preset(schedule_name)
-    X = newton_schulz(backend.asarray(entry.matrix, dtype), schedule)
+    X = newton_schulz(backend.asarray(entry.matrix, dtype), schedule, gram=False)
     got = np.linalg.svd(_xp.to_numpy(X).astype(np.float64), compute_uv=False)
     delta = 2 * eps_of(backend, dtype) * np.sqrt(max(entry.matrix.shape))
     lo, hi = rounded_band(schedule, *normalised_range(entry, schedule), delta)
@@ -117,7 +127,7 @@ def test_every_preset_lands_in_its_band_in_bfloat16(schedule_name, name):
     """Random-walk rounding model: the exact band, widened by eps * sqrt(n)."""
     torch = pytest.importorskip("torch")
     entry, schedule = ZOO[name], polynomials.preset(schedule_name)
-    X = newton_schulz(torch.as_tensor(entry.matrix, dtype=torch.bfloat16), schedule)
+    X = newton_schulz(torch.as_tensor(entry.matrix, dtype=torch.bfloat16), schedule, gram=False)
     got = np.linalg.svd(X.double().numpy(), compute_uv=False)
     lo, hi = polynomials.band(schedule, *normalised_range(entry, schedule)[:1],
                               upper=normalised_range(entry, schedule)[1])
@@ -264,3 +274,64 @@ def test_result_keeps_device(backend, dtype):
     for method in ("svd", "newton_schulz"):
         Q = msign(G, method=method)
         assert _xp.device(Q) == _xp.device(G) and Q.dtype == G.dtype
+
+
+@pytest.mark.parametrize("schedule_name", ["polar_express", "jordan", "you5"])
+@pytest.mark.parametrize("name", ["wide", "tall", "batched"])
+def test_gram_space_agrees_with_standard_iteration(backend, dtype, schedule_name, name):
+    """Same polynomials, different association: equal up to round-off over the steps."""
+    entry, schedule = ZOO[name], polynomials.preset(schedule_name)
+    G = backend.asarray(entry.matrix, dtype)
+    standard = _xp.to_numpy(newton_schulz(G, schedule, gram=False)).astype(np.float64)
+    gram = newton_schulz(G, schedule, gram=True)
+    eps = eps_of(backend, dtype)
+    steps = len(schedule.polynomials())
+    if dtype == "bfloat16":  # random-walk model: the exact band, widened per step
+        lo, hi = polynomials.band(schedule, *normalised_range(entry, schedule)[:1],
+                                  upper=normalised_range(entry, schedule)[1])
+        got = np.linalg.svd(_xp.to_numpy(gram).astype(np.float64), compute_uv=False)
+        slack = eps * np.sqrt(max(entry.matrix.shape[-2:])) * steps
+        assert lo - slack <= got.min() and got.max() <= hi + slack, (got.min(), got.max())
+        return
+    slope = lipschitz(schedule, *normalised_range(entry, schedule))
+    atol = 2 * eps * np.sqrt(max(entry.matrix.shape[-2:])) * steps * slope
+    assert np.isfinite(atol) and atol < 0.1
+    assert_close(gram, standard, atol=atol, xp=backend.xp, dtype=G.dtype, device=_xp.device(G))
+
+
+def lipschitz(schedule, lower, upper):
+    """Largest slope of the composed scalar map on the input's range: round-off amplification."""
+    xs = np.linspace(float(np.min(lower)), float(np.max(upper)), 2001)
+    slope = np.ones_like(xs)
+    for c in schedule.polynomials():
+        slope *= np.abs(sum((2 * k + 1) * ck * xs ** (2 * k) for k, ck in enumerate(c)))
+        xs = polynomials.scalar_map(c, xs)
+    return max(1.0, float(slope.max()))
+
+
+@pytest.mark.parametrize("name", ["gaussian", "ill_conditioned", "tall", "wide", "batched"])
+@pytest.mark.parametrize("schedule_name", ["polar_express", "jordan", "you5", "cubic"])
+def test_tol_reaches_svd_factor(backend, dtype, name, schedule_name):
+    """Orthogonality error at most tol (plus a final rounding); distance as conditioning allows."""
+    if dtype == "bfloat16":
+        dtype = "float32"
+    eps = eps_of(backend, dtype)
+    tol = 1e-12 if dtype == "float64" else 1e-6
+    G = backend.asarray(ZOO[name].matrix, dtype)
+    Q = msign(G, tol=tol, schedule=schedule_name)
+    q = _xp.to_numpy(Q).astype(np.float64)
+    s = np.linalg.svd(q, compute_uv=False)
+    n = max(q.shape[-2:])
+    assert np.abs(s - 1).max() <= tol + 4 * eps * np.sqrt(n)
+    a = _xp.to_numpy(G).astype(np.float64)
+    sa = np.linalg.svd(a, compute_uv=False)
+    kappa = (sa[..., 0] / sa[..., -1]).max()
+    np.testing.assert_allclose(q, truncated_polar(a, 0.0), atol=tol + 8 * eps * n * kappa)
+
+
+def test_tol_raises_when_out_of_reach():
+    a = ZOO["ill_conditioned"].matrix
+    with pytest.raises(ConvergenceError, match=r"did not reach orthogonality error 1e-12 in 3"):
+        msign(a, tol=1e-12, max_steps=3)
+    with pytest.raises(ValueError, match="steps or tol, not both"):
+        msign(a, tol=1e-6, steps=3)

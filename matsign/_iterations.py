@@ -1,0 +1,106 @@
+"""Newton–Schulz kernels: the plain loop, the Gram-space loop, and the accuracy-controlled loop.
+
+Every kernel takes ``X`` of shape (..., m, n) with m <= n and spectral norm at most one,
+and a sequence of coefficient tuples ``(c0, c1, ...)`` for ``p(x) = c0 x + c1 x^3 + ...``.
+Each step is ``X <- q(X X^T) X`` with ``q(A) = c0 I + c1 A + c2 A^2 + ...``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from . import _xp
+from .polynomials import Schedule, band
+
+__all__ = ["ConvergenceError", "gram_space", "standard", "until_orthogonal"]
+
+
+class ConvergenceError(ArithmeticError):
+    """An iteration did not reach the requested accuracy within its step limit."""
+
+
+def gram_polynomial(A, coefficients, *, xp):
+    """``c0 I + c1 A + c2 A^2 + ...`` for symmetric ``A`` by Horner's rule, fused if possible."""
+    c = coefficients
+    if len(c) == 1:
+        return c[0] * _xp.eye_like(A, xp=xp)
+    if len(c) == 2:
+        B = c[1] * A
+    else:
+        B = _xp.symmetric_square_add(A, alpha=c[-1], beta=c[-2], xp=xp)
+    for ck in reversed(c[1:-2]):
+        B = _xp.matmul_add(B, A, A, alpha=1.0, beta=ck, xp=xp)
+    return _xp.add_diagonal(B, c[0], xp=xp)
+
+
+def standard(X, polynomials, *, xp):
+    """Apply the steps directly: per quintic step ``4 m^2 n + 2 m^3`` flops."""
+    for coefficients in polynomials:
+        A = X @ xp.matrix_transpose(X)
+        X = gram_polynomial(A, coefficients, xp=xp) @ X
+    return X
+
+
+def gram_space(X, polynomials, *, restarts=(2,), xp):
+    """Iterate on the m x m Gram matrix and touch the m x n matrix only at (re)starts.
+
+    With ``R = X X^T`` and ``B = q(R)``, one step maps ``X -> B X`` and ``R -> B R B``;
+    the products ``B_k ... B_1`` accumulate in ``Q`` and ``X`` is formed once at the end.
+    At each step index in ``restarts`` the accumulated product is applied and ``R`` is
+    recomputed from ``X``, which bounds the round-off that builds up in ``R``.
+    """
+    polynomials = list(polynomials)
+    R = X @ xp.matrix_transpose(X)
+    Q = None
+    for k, coefficients in enumerate(polynomials):
+        if k in restarts and Q is not None:
+            X, Q = Q @ X, None
+            R = X @ xp.matrix_transpose(X)
+        B = gram_polynomial(R, coefficients, xp=xp)
+        Q = B if Q is None else B @ Q
+        if k + 1 < len(polynomials):
+            R = (B @ R) @ B
+    return X if Q is None else Q @ X
+
+
+def until_orthogonal(X, polynomials, *, tol, max_steps, xp):
+    """Run the steps until the orthogonality error ``max |sigma_i - 1|`` is at most ``tol``.
+
+    Before each step, ``delta = ||X X^T - I||_F`` (free from the Gram matrix the step
+    computes anyway) bounds ``|sigma_i^2 - 1|``, so every ``sigma_i`` lies in
+    ``[sqrt(1 - delta), sqrt(1 + delta)]``. The exact image of that interval under the
+    step's polynomial (`matsign.polynomials.band`) bounds the error after the step; the
+    loop stops as soon as either bound is at most ``tol``. Reading ``delta`` is one host
+    sync per step; ``polynomials`` may be an endless iterator.
+
+    Raises
+    ------
+    ConvergenceError
+        If neither bound reaches ``tol`` within ``max_steps`` steps.
+    """
+    delta = float("inf")
+    steps = itertools.chain(itertools.islice(polynomials, max_steps), [None])
+    for coefficients in steps:
+        A = X @ xp.matrix_transpose(X)
+        delta = float(xp.max(_xp.frobenius_norm(A - _xp.eye_like(A, xp=xp), xp=xp)))
+        if delta <= tol or coefficients is None:
+            break
+        X = gram_polynomial(A, coefficients, xp=xp) @ X
+        if _error_after(coefficients, delta) <= tol:
+            return X
+    if delta <= tol:
+        return X
+    msg = (f"Newton–Schulz did not reach orthogonality error {tol:g} in {max_steps} steps "
+           f"(bound ||X X^T - I||_F = {delta:.3g}); raise max_steps or tol, or use "
+           f"method='svd'")
+    raise ConvergenceError(msg)
+
+
+def _error_after(coefficients, delta):
+    """Bound on ``max |p(sigma) - 1|`` over ``sigma^2`` in ``[1 - delta, 1 + delta]``."""
+    if delta >= 1.0:
+        return float("inf")
+    step = Schedule("step", (tuple(coefficients),), tail="stop", default_steps=1)
+    lo, hi = band(step, math.sqrt(1.0 - delta), upper=math.sqrt(1.0 + delta))
+    return max(1.0 - lo, hi - 1.0)
