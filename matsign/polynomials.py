@@ -6,8 +6,10 @@ to the singular values of a matrix whose spectral norm is at most one. A
 list ends (stop, or repeat the last one), and the factor the input's Frobenius norm
 is multiplied by before the first step.
 
-- `preset` and `names`: published schedules, each with its source.
-- `design`: the greedy minimax construction of Polar Express, any odd degree.
+- `preset` and `names`: published schedules, each with its source, and the classical
+  Newton–Schulz polynomials [3]_.
+- `design`: the greedy minimax construction of Polar Express [1]_ (also CANS [2]_),
+  any odd degree.
 - `band`, `bands`: the exact interval the singular values land in, step by step.
 - `check`: what makes a schedule unfit for a normalised range (sign flips, blow-up).
 
@@ -384,9 +386,9 @@ def design(lower, steps, degree=5, *, safety=1.0, cushion=0.0, normalizer=None, 
     With ``[l_1, u_1] = [lower, 1]``, step ``t`` takes the odd polynomial ``p_t`` of
     the given degree minimising ``max |1 - p(x)|`` on ``[l_t, u_t]`` (closed form for
     degree 3, Remez's exchange otherwise), then ``l_{t+1} = p_t(l_t)`` and
-    ``u_{t+1} = 2 - l_{t+1}``. Amsel et al. prove the composition optimal among all
+    ``u_{t+1} = 2 - l_{t+1}``. Amsel et al. [1]_ prove the composition optimal among all
     compositions of ``steps`` such polynomials. This is also the CANS construction
-    of Grishina et al. (no cushion, no safety). Cushion and safety follow the
+    of Grishina et al. [2]_ (no cushion, no safety). Cushion and safety follow the
     reference implementation (github.com/NoahAmsel/PolarExpress, ``optimal_composition``):
     the cushioned polynomial is multiplied by ``2 / (min + max)`` of its image of
     ``[l_t, u_t]``, the safety rescaling enters ``l_{t+1}``, and ``l_{t+1}`` is capped
