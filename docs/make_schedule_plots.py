@@ -21,28 +21,10 @@ import numpy as np
 from PIL import Image  # a matplotlib dependency
 
 from matsign import polynomials
+from matsign._design import draw  # the figure of ``python -m matsign design --plot``
 
 STATIC = Path(__file__).resolve().parent / "_static"
-SIGMA = np.geomspace(1e-4, 1.0, 1500)
 LOWER = 1e-3
-
-
-def draw_schedule(ax, schedule, title):
-    """The composed map after each step of ``schedule`` over `SIGMA`, and its band."""
-    steps = schedule.polynomials()
-    colours = plt.cm.viridis(np.linspace(0.85, 0.05, len(steps)))
-    y = SIGMA
-    for t, (coefficients, colour) in enumerate(zip(steps, colours, strict=True), start=1):
-        y = polynomials.scalar_map(coefficients, y)
-        ax.plot(SIGMA, y, color=colour, lw=1.1, label=f"{t}" if t in (1, len(steps)) else None)
-    lo, hi = polynomials.band(schedule, LOWER)
-    ax.axhspan(lo, hi, color="0.85", zorder=0)
-    ax.axvline(LOWER, color="0.6", lw=0.8, ls=":")
-    ax.set_xscale("log")
-    ax.set_ylim(-0.05, 2.05)
-    ax.set_title(f"{title}\nband at 1e-3: [{lo:.3f}, {hi:.3f}]", fontsize=9)
-    ax.tick_params(labelsize=7)
-    ax.legend(title="step", fontsize=6, title_fontsize=6, loc="upper left", frameon=False)
 
 
 def grid(count, columns):
@@ -72,7 +54,7 @@ def presets_figure(path):
     fig, axes = grid(len(names), 4)
     for ax, name in zip(axes, names, strict=False):
         schedule = polynomials.preset(name)
-        draw_schedule(ax, schedule, f"{name} ({schedule.default_steps} × deg {schedule.degree})")
+        draw(ax, schedule, LOWER, f"{name} ({schedule.default_steps} × deg {schedule.degree})")
     save(fig, path)
 
 
@@ -80,7 +62,7 @@ def design_figure(path):
     fig, axes = grid(3, 3)
     for ax, degree in zip(axes, (3, 5, 7), strict=False):
         schedule = polynomials.design(LOWER, 6, degree, safety=1.01, cushion=0.02)
-        draw_schedule(ax, schedule, f"design(1e-3, 6, degree={degree})")
+        draw(ax, schedule, LOWER, f"design(1e-3, 6, degree={degree})")
     save(fig, path)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__, _compare
+from . import __version__, _compare, _design
 
 __all__ = ["build_parser", "main"]
 
@@ -29,7 +29,19 @@ def _add_compare(subparsers):
     parser.set_defaults(run=_compare.run)
 
 
-SUBCOMMANDS = (_add_compare,)
+def _add_design(subparsers):
+    """``design``: a Polar Express-style schedule (or a preset), its bands, a plot."""
+    parser = subparsers.add_parser(
+        "design",
+        help="design a Newton-Schulz schedule or show a preset: coefficients, bands, plot",
+        description=_design.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _design.add_arguments(parser)
+    parser.set_defaults(run=_design.run)
+
+
+SUBCOMMANDS = (_add_compare, _add_design)
 
 
 def build_parser():
