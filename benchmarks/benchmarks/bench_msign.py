@@ -2,9 +2,9 @@
 
 Parameters are strings so that asv's tables read well: shapes such as ``"1024x4096"``
 or ``"16x512x512"`` (a batch), backends ``"numpy"`` (float32), ``"torch-float32"`` and
-``"torch-bfloat16"``. A combination that cannot run here (torch or scipy missing) or
-that would only repeat another row raises `NotImplementedError` in ``setup``, which
-asv reports as skipped.
+``"torch-bfloat16"``. A combination that cannot run here (torch or scipy missing, or
+a CPU without native bfloat16 matrix products) or that would only repeat another row
+raises `NotImplementedError` in ``setup``, which asv reports as skipped.
 """
 
 import statistics
@@ -34,26 +34,6 @@ METHODS = ["svd", "jordan", "polar_express", "you5", "quintic"]
 REFERENCES = ["matsign.msign", "numpy.linalg.svd", "scipy.linalg.polar"]
 
 
-def _pin_threads():
-    """Run BLAS and torch on `THREADS` threads, whatever the environment said."""
-    if threadpool_limits is not None:
-        threadpool_limits(limits=THREADS)
-    if torch is not None:
-        torch.set_num_threads(THREADS)
-
-
-def _warm_up():
-    """Run each code path once, so that lazy imports are not timed in a first sample."""
-    eyes = [np.eye(2, dtype=np.float32)] + ([] if torch is None else [torch.eye(2)])
-    for eye in eyes:
-        matsign.msign(eye, method="svd")
-        matsign.msign(eye, method="newton_schulz", steps=1)
-
-
-_pin_threads()
-_warm_up()
-
-
 def _shape(text):
     return tuple(int(d) for d in text.split("x"))
 
@@ -75,6 +55,12 @@ def _on_backend(a, backend):
 def _gaussian(shape, dtype=np.float32, seed=0):
     """A standard normal NumPy array of ``shape`` (a tuple) made directly in ``dtype``."""
     return np.random.default_rng(seed).standard_normal(shape, dtype=dtype)
+
+
+def _require_fast(backend):
+    """Skip timed bfloat16 rows on a CPU without native bfloat16 products."""
+    if backend == "torch-bfloat16" and torch is not None and not FAST_BFLOAT16:
+        raise NotImplementedError("this CPU has no native bfloat16 matrix product")
 
 
 def _msign_options(method):
@@ -108,6 +94,41 @@ def _median_seconds(func, repeats):
     return statistics.median(times)
 
 
+def _pin_threads():
+    """Run BLAS and torch on `THREADS` threads, whatever the environment said."""
+    if threadpool_limits is not None:
+        threadpool_limits(limits=THREADS)
+    if torch is not None:
+        torch.set_num_threads(THREADS)
+
+
+def _warm_up():
+    """Run each code path once, so that lazy imports are not timed in a first sample."""
+    eyes = [np.eye(2, dtype=np.float32)] + ([] if torch is None else [torch.eye(2)])
+    for eye in eyes:
+        matsign.msign(eye, method="svd")
+        matsign.msign(eye, method="newton_schulz", steps=1)
+
+
+def _has_fast_bfloat16():
+    """Whether torch multiplies bfloat16 matrices at least a quarter as fast as float32.
+
+    CPUs without bfloat16 instructions (AMX, AVX512-BF16) fall back to a kernel about a
+    hundred times slower than float32: a 1024x4096 row would take minutes and measure
+    that fallback, not matsign. Timed rows in bfloat16 are skipped there.
+    """
+    if torch is None:
+        return False
+    a = torch.randn(256, 256)
+    b = a.to(torch.bfloat16)
+    return _median_seconds(lambda: b @ b, 3) < 4 * _median_seconds(lambda: a @ a, 3)
+
+
+_pin_threads()
+_warm_up()
+FAST_BFLOAT16 = _has_fast_bfloat16()
+
+
 class TimeMsign:
     """Wall time of `matsign.msign` by method (SVD or preset) x shape x backend."""
 
@@ -118,6 +139,7 @@ class TimeMsign:
     def setup(self, method, shape, backend):
         if method == "svd" and backend == "torch-bfloat16":
             raise NotImplementedError("the SVD of bfloat16 input runs in float32: see float32")
+        _require_fast(backend)
         self.G = _on_backend(_gaussian(_shape(shape)), backend)
         self.options = _msign_options(method)
 
@@ -153,7 +175,7 @@ class TimeExactPolar:
 
 
 class TrackPresetAccuracy:
-    """Singular values of each preset's output on an ill-conditioned 512x512 matrix.
+    """Singular values of each preset's output on an ill-conditioned 256x256 matrix.
 
     The input has singular values log-spaced over 1e-6..1 (condition number 1e6); each
     preset runs its default number of steps. All figures come from float64 singular
@@ -166,7 +188,7 @@ class TrackPresetAccuracy:
 
     def setup_cache(self):
         rng = np.random.default_rng(1234)
-        G = matrix_with_singular_values(np.logspace(0, -6, 512), 512, 512, rng=rng)
+        G = matrix_with_singular_values(np.logspace(0, -6, 256), 256, 256, rng=rng)
         results = {}
         for backend in self.params[1]:
             for name in self.params[0]:
@@ -220,6 +242,7 @@ class TrackGemmFraction:
     unit = "fraction of GEMM rate"
 
     def setup(self, preset, shape, backend):
+        _require_fast(backend)
         *batch, m, n = _shape(shape)
         self.G = _on_backend(_gaussian((*batch, m, n)), backend)
         self.A = _on_backend(_gaussian((*batch, m, m), seed=1), backend)
