@@ -31,6 +31,7 @@ each list comes from.
 =========================  =====  ======  ======  ==================  ==================  ====
 name                       steps  degree  tail    band, lower=1e-3    band, lower=1e-2    bf16
 =========================  =====  ======  ======  ==================  ==================  ====
+cans                       5      5       stop    [0.88437, 1.11984]  [0.88437, 1.11984]  no
 cubic                      24     3       repeat  [1.00000, 1.00000]  [1.00000, 1.00000]  yes
 deepseek_v4                10     5       stop    [1.00000, 1.00054]  [1.00000, 1.00054]  yes
 emerging_polar_express_v0  8      5       stop    [0.99927, 1.00038]  [0.99927, 1.00038]  yes
@@ -572,6 +573,21 @@ _PRESETS = {
         "polar_express_coeffs), 'computed for num_iters=5, safety_factor=2e-2, cushion=2'; "
         "input scaled by 1/(1.02 ||G||_F). Reproduced by design(1e-3, 5, safety=1.02, "
         "cushion=0.02): the comment's cushion is in percent.",
+    ),
+    "cans": Schedule(
+        name="cans",
+        coefficients=(
+            (8.4703, -25.1081, 18.6293),
+            (4.1828, -3.1087, 0.5806),
+            (3.9619, -2.9541, 0.5630),
+            (3.2866, -2.4647, 0.5074),
+            (2.2737, -1.6447, 0.4162),
+        ),
+        default_steps=5,
+        source="CANS, Grishina, Smirnov, Rakhuba (2025), arXiv:2506.10935, as published to "
+        f"4 decimals in {_EMERGING}['cans'] (commit 67c47ac, PR #140, generated with "
+        "github.com/GrishKate/accelerating_orthogonalization polynomials.py); equals "
+        "design(1e-3, 5) rounded to 4 decimals.",
     ),
     "deepseek_v4": Schedule(
         name="deepseek_v4",

@@ -102,6 +102,11 @@ def test_design_reproduces_reference_repo_list_where_its_float64_is_accurate():
     assert max_abs_diff(got[:8], REFERENCE_REPO_L1E4) < 1e-12
 
 
+def test_cans_list_is_the_greedy_design_rounded_to_four_decimals():
+    got = np.round(np.array(design(1e-3, 5).coefficients), 4)
+    np.testing.assert_array_equal(got, np.array(polynomials.preset("cans").coefficients))
+
+
 # --- The minimax polynomial --------------------------------------------------------------------
 
 
