@@ -42,15 +42,17 @@ def standard(X, polynomials, *, xp):
     return X
 
 
-def gram_space(X, polynomials, *, restarts=(2,), xp):
+def gram_space(X, polynomials, *, restarts=None, xp):
     """Iterate on the m x m Gram matrix and touch the m x n matrix only at (re)starts.
 
     With ``R = X X^T`` and ``B = q(R)``, one step maps ``X -> B X`` and ``R -> B R B``;
     the products ``B_k ... B_1`` accumulate in ``Q`` and ``X`` is formed once at the end.
-    At each step index in ``restarts`` the accumulated product is applied and ``R`` is
-    recomputed from ``X``, which bounds the round-off that builds up in ``R``.
+    At each step index in ``restarts`` (default: the last step) the accumulated product
+    is applied and ``R`` recomputed from ``X``: round-off that built up in ``R`` then
+    no longer reaches the output, which is as accurate as the standard iteration's.
     """
     polynomials = list(polynomials)
+    restarts = {len(polynomials) - 1} if restarts is None else set(restarts)
     R = X @ xp.matrix_transpose(X)
     Q = None
     for k, coefficients in enumerate(polynomials):
@@ -59,7 +61,7 @@ def gram_space(X, polynomials, *, restarts=(2,), xp):
             R = X @ xp.matrix_transpose(X)
         B = gram_polynomial(R, coefficients, xp=xp)
         Q = B if Q is None else B @ Q
-        if k + 1 < len(polynomials):
+        if k + 1 < len(polynomials) and k + 1 not in restarts:
             R = (B @ R) @ B
     return X if Q is None else Q @ X
 

@@ -10,7 +10,7 @@ from .polynomials import Schedule, preset
 __all__ = ["msign", "newton_schulz", "orthogonality_error", "polar"]
 
 DEFAULT_SCHEDULE = "polar_express"
-GRAM_ASPECT = 4  # Gram-space iteration from n >= GRAM_ASPECT * m on (see newton_schulz)
+GRAM_ASPECT = 3  # Gram-space iteration from n >= GRAM_ASPECT * m on (see newton_schulz)
 CLASSICAL_QUINTIC = (15 / 8, -10 / 8, 3 / 8)
 
 
@@ -174,8 +174,9 @@ def newton_schulz(
         the caller guarantees a spectral norm of at most one.
     gram : bool, optional
         Iterate on the m x m Gram matrix ``R = X X^T`` (``R <- q(R) R q(R)``) and
-        apply the accumulated polynomial to ``X`` once at the end, with a restart
-        after step 2 against round-off. None picks it for ``n >= 4 m`` without ``tol``.
+        apply the accumulated polynomial to ``X`` at the end, restarting from ``X``
+        before the last step so that round-off in ``R`` does not reach the output.
+        None picks it for ``n >= 3 m`` (or ``m >= 3 n``) without ``tol``.
     dtype : dtype, optional
         Compute dtype (e.g. ``torch.bfloat16``); the result has ``G``'s dtype.
     xp : namespace, optional
@@ -198,8 +199,9 @@ def newton_schulz(
     -----
     Each step is ``X <- (c0 I + c1 A + c2 A^2 + ...) X`` with ``A = X X^T`` on the
     smaller side, so a quintic step on m x n (m <= n) costs ``4 m^2 n + 2 m^3`` flops.
-    In Gram space a quintic step costs ``8 m^3`` and the whole run adds ``4 m^2 n``
-    per (re)start: cheaper from an aspect ratio of about 3 on.
+    In Gram space a quintic step costs up to ``8 m^3`` and the run ``8 m^2 n`` in all
+    (the first Gram, the restart, the final product): for k = 5 steps that is
+    ``(8 a + 28) m^3`` against ``(20 a + 10) m^3`` at aspect ``a = n / m``.
 
     References
     ----------
