@@ -1,0 +1,379 @@
+"""Norms of deep learning and their duality maps: the steepest-descent direction per norm.
+
+For a norm ``||.||`` on weight matrices, ``dualize(G)`` is the unit-norm direction
+``argmax_{||T|| <= 1} <G, T>``; the maximum itself is the dual norm, ``<G, dualize(G)> =
+dual_norm(G)``. Weights are stored ``(..., fan_out, fan_in)`` as in ``torch.nn.Linear``;
+``layout="in_out"`` reads them as ``(..., fan_in, fan_out)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import _xp
+from ._iterations import ConvergenceError
+from .polar import _as_float_matrix, _safe, msign
+
+__all__ = ["KINDS", "dual_norm", "dualize", "norm", "spectral_norm"]
+
+KINDS = ("spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv")
+LAYOUTS = ("out_in", "in_out")
+
+
+def dualize(
+    G, /, *, norm="spectral", layout="out_in", kernel_ndim=2, method="auto", schedule=None,
+    steps=None, dtype=None, xp=None,
+):
+    """The unit-norm steepest-descent direction ``argmax_{||T|| <= 1} <G, T>``.
+
+    Parameters
+    ----------
+    G : array of shape (..., fan_out, fan_in)
+        A gradient; for ``norm="conv"`` of shape (..., fan_out, fan_in, *kernel).
+    norm : {"spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv"}
+        The norm, see Notes.
+    layout : {"out_in", "in_out"}, default "out_in"
+        ``"out_in"``: the last two (matrix) axes are (fan_out, fan_in), as in
+        ``torch.nn.Linear`` and ``Conv2d``; ``"in_out"``: (fan_in, fan_out), as in
+        ``torch.nn.Embedding`` or ``x @ W`` code.
+    kernel_ndim : int, default 2
+        ``norm="conv"`` only: how many trailing axes are kernel taps.
+    method, schedule, steps, dtype
+        Passed to `matsign.msign` for the norms built on it (spectral, rms_to_rms, conv).
+    xp : namespace, optional
+        Array namespace; inferred from ``G`` when omitted.
+
+    Returns
+    -------
+    array
+        Same shape, namespace, dtype and device as ``G``. A zero gradient (or zero
+        column, for l1_to_rms) gives a zero direction, never NaN.
+
+    Raises
+    ------
+    ValueError
+        For an unknown norm or layout, or too few axes.
+
+    Notes
+    -----
+    With ``G`` stored (fan_out, fan_in), ``d_out = fan_out``, ``d_in = fan_in``:
+
+    ==========  ====================================  =================================
+    norm        ``||W||``                             ``dualize(G)``
+    ==========  ====================================  =================================
+    spectral    ``sigma_max(W)``                      ``U V^T = msign(G)``
+    rms_to_rms  ``sqrt(d_in/d_out) sigma_max(W)``     ``sqrt(d_out/d_in) msign(G)``
+    frobenius   ``||W||_F``                           ``G / ||G||_F``
+    linf        ``max |W_ij|``                        ``sign(G)``
+    l1_to_rms   ``max_j ||W[:, j]||_2 / sqrt(d_out)`` ``sqrt(d_out) G[:, j]/||G[:, j]||``
+    conv        ``T max_t rms_to_rms(W_t)``           ``sqrt(d_out/d_in) msign(G_t) / T``
+    ==========  ====================================  =================================
+
+    l1_to_rms is the operator norm from l1 to RMS: an embedding's one-hot input selects
+    a column, so every column gets unit RMS. For conv, ``T`` is the number of kernel
+    taps (``k^2`` for a k x k kernel) and ``G_t`` the (fan_out, fan_in) slice at tap
+    ``t``, matching the Conv2D duality map of Bernstein & Newhouse (2024), where each
+    tap is a Linear map and the ``1/k^2`` keeps the summed taps at unit RMS->RMS norm.
+
+    References
+    ----------
+    J. Bernstein and L. Newhouse, "Modular duality in deep learning", arXiv:2410.21265
+    (2024); Linear, Embed and Conv2D duality maps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign.duality import dualize
+    >>> G = np.array([[3.0, 0.0], [0.0, -4.0]])
+    >>> dualize(G)
+    array([[ 1.,  0.],
+           [ 0., -1.]])
+    >>> dualize(G, norm="frobenius")
+    array([[ 0.6,  0. ],
+           [ 0. , -0.8]])
+    >>> dualize(np.zeros((2, 3)), norm="l1_to_rms")
+    array([[0., 0., 0.],
+           [0., 0., 0.]])
+    """
+    xp = _xp.namespace(G, xp=xp)
+    G = _validated(G, norm, layout, kernel_ndim, "dualize", xp)
+    options = {"method": method, "schedule": schedule, "steps": steps, "dtype": dtype}
+    if norm in ("spectral", "rms_to_rms"):
+        Q = msign(G, xp=xp, **options)
+        return Q if norm == "spectral" else Q * _rms_scale(G.shape, layout)
+    if norm == "frobenius":
+        return G / _safe(_xp.frobenius_norm(G, xp=xp), xp)
+    if norm == "linf":
+        return xp.sign(G)
+    if norm == "l1_to_rms":
+        return _dualize_l1_to_rms(G, layout, xp)
+    return _dualize_conv(G, layout, kernel_ndim, options, xp)
+
+
+def _validated(G, kind, layout, kernel_ndim, name, xp):
+    """Check the norm, layout and shape; promote integers to float."""
+    if kind not in KINDS:
+        msg = f"{name}: norm must be one of {', '.join(KINDS)}; got {kind!r}"
+        raise ValueError(msg)
+    if layout not in LAYOUTS:
+        msg = f"{name}: layout must be 'out_in' or 'in_out'; got {layout!r}"
+        raise ValueError(msg)
+    extra = kernel_ndim if kind == "conv" else 0
+    if G.ndim < 2 + extra:
+        msg = f"{name}: norm {kind!r} needs at least {2 + extra} axes; got shape {tuple(G.shape)}"
+        raise ValueError(msg)
+    return _as_float_matrix(G, name, check_finite=False, xp=xp)
+
+
+def _fans(shape, layout):
+    """(fan_out, fan_in) of a matrix of ``shape`` (..., rows, cols) in ``layout``."""
+    rows, cols = int(shape[-2]), int(shape[-1])
+    return (rows, cols) if layout == "out_in" else (cols, rows)
+
+
+def _rms_scale(shape, layout):
+    """``sqrt(fan_out / fan_in)``: the RMS->RMS norm of a unit-spectral-norm matrix, inverted."""
+    fan_out, fan_in = _fans(shape, layout)
+    return math.sqrt(fan_out / fan_in)
+
+
+def _fan_out_axis(layout):
+    return -2 if layout == "out_in" else -1
+
+
+def _dualize_l1_to_rms(G, layout, xp):
+    """Each input's vector (a column for out_in) scaled to RMS one; zero vectors stay zero."""
+    axis = _fan_out_axis(layout)
+    fan_out = int(G.shape[axis])
+    lengths = _vector_norm(G, axis, xp)
+    return G * (math.sqrt(fan_out) / _safe(lengths, xp))
+
+
+def _vector_norm(G, axis, xp):
+    """Euclidean norm along ``axis``, kept, scaled by the max so it neither over- nor underflows."""
+    scale = xp.max(xp.abs(G), axis=axis, keepdims=True)
+    safe = _safe(scale, xp)
+    return scale * xp.sqrt(xp.sum((G / safe) ** 2, axis=axis, keepdims=True))
+
+
+def _taps_first(G, kernel_ndim, xp):
+    """(..., a, b, *kernel) -> (..., T, a, b) with ``T`` taps, and the way back."""
+    nd, shape = G.ndim, tuple(G.shape)
+    lead = tuple(range(nd - kernel_ndim - 2))
+    order = (*lead, *range(nd - kernel_ndim, nd), nd - kernel_ndim - 2, nd - kernel_ndim - 1)
+    moved = xp.permute_dims(G, order)
+    flat = xp.reshape(moved, (*moved.shape[: len(lead)], -1, *moved.shape[-2:]))
+    inverse = tuple(order.index(i) for i in range(nd))
+
+    def back(X):
+        return xp.permute_dims(xp.reshape(X, tuple(moved.shape)), inverse)
+
+    return flat, back, math.prod(shape[nd - kernel_ndim :])
+
+
+def _dualize_conv(G, layout, kernel_ndim, options, xp):
+    """Per tap ``sqrt(fan_out / fan_in) msign(G_t) / T`` (Bernstein & Newhouse, Conv2D)."""
+    taps, back, T = _taps_first(G, kernel_ndim, xp)
+    Q = msign(taps, xp=xp, **options)
+    return back(Q * (_rms_scale(taps.shape, layout) / T))
+
+
+def norm(G, /, kind="spectral", *, layout="out_in", kernel_ndim=2, xp=None):
+    """The norm ``||G||`` of ``kind``, per matrix (or per kernel for conv).
+
+    Parameters
+    ----------
+    G : array of shape (..., fan_out, fan_in)
+        Weights or a direction; (..., fan_out, fan_in, *kernel) for conv.
+    kind : {"spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv"}
+        See `dualize` for the definitions.
+    layout : {"out_in", "in_out"}, default "out_in"
+        Axis order of the matrix, see `dualize`.
+    kernel_ndim : int, default 2
+        Conv only: the number of trailing kernel axes.
+    xp : namespace, optional
+        Array namespace; inferred from ``G`` when omitted.
+
+    Returns
+    -------
+    array of shape (...)
+        In ``G``'s dtype, float32 for half precisions. Spectral norms are exact (SVD);
+        see `spectral_norm` for the cheap estimate.
+
+    Raises
+    ------
+    ValueError
+        As `dualize`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign.duality import norm
+    >>> W = np.array([[3.0, 0.0], [0.0, -4.0]])
+    >>> float(norm(W)), float(norm(W, "frobenius")), float(norm(W, "linf"))
+    (4.0, 5.0, 4.0)
+    """
+    return _measure(G, kind, layout, kernel_ndim, xp, dual=False)
+
+
+def dual_norm(G, /, kind="spectral", *, layout="out_in", kernel_ndim=2, xp=None):
+    """The dual norm ``max_{||T|| <= 1} <G, T> = <G, dualize(G)>`` of ``kind``.
+
+    Parameters
+    ----------
+    G : array of shape (..., fan_out, fan_in)
+        A gradient; (..., fan_out, fan_in, *kernel) for conv.
+    kind : {"spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv"}
+        The primal norm, see `dualize`.
+    layout : {"out_in", "in_out"}, default "out_in"
+        Axis order of the matrix, see `dualize`.
+    kernel_ndim : int, default 2
+        Conv only: the number of trailing kernel axes.
+    xp : namespace, optional
+        Array namespace; inferred from ``G`` when omitted.
+
+    Returns
+    -------
+    array of shape (...)
+        In ``G``'s dtype, float32 for half precisions.
+
+    Raises
+    ------
+    ValueError
+        As `dualize`.
+
+    Notes
+    -----
+    Nuclear norm ``sum sigma_i`` for spectral, ``sqrt(d_out/d_in)`` times it for
+    rms_to_rms, Frobenius for Frobenius, ``sum |G_ij|`` for linf,
+    ``sqrt(d_out) sum_j ||G[:, j]||_2`` for l1_to_rms and
+    ``sqrt(d_out/d_in) / T * sum_t ||G_t||_*`` for conv.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign.duality import dual_norm
+    >>> G = np.array([[3.0, 0.0], [0.0, -4.0]])
+    >>> float(dual_norm(G)), float(dual_norm(G, "linf"))
+    (7.0, 7.0)
+    """
+    return _measure(G, kind, layout, kernel_ndim, xp, dual=True)
+
+
+def _measure(G, kind, layout, kernel_ndim, xp, *, dual):
+    """Shared body of `norm` and `dual_norm`: work dtype, then one formula per kind."""
+    xp = _xp.namespace(G, xp=xp)
+    G = _validated(G, kind, layout, kernel_ndim, "dual_norm" if dual else "norm", xp)
+    work = _xp.decomposition_dtype(G.dtype, xp)
+    G = xp.astype(G, work) if G.dtype != work else G
+    if kind in ("spectral", "rms_to_rms"):
+        return _operator_measure(G, kind, layout, xp, dual=dual)
+    if kind == "frobenius":
+        return _xp.frobenius_norm(G, xp=xp)[..., 0, 0]
+    if kind == "linf":
+        return xp.sum(xp.abs(G), axis=(-2, -1)) if dual else xp.max(xp.abs(G), axis=(-2, -1))
+    if kind == "l1_to_rms":
+        return _l1_to_rms_measure(G, layout, xp, dual=dual)
+    taps, _, T = _taps_first(G, kernel_ndim, xp)
+    per_tap = _operator_measure(taps, "rms_to_rms", layout, xp, dual=dual)
+    return xp.sum(per_tap, axis=-1) / T if dual else T * xp.max(per_tap, axis=-1)
+
+
+def _operator_measure(G, kind, layout, xp, *, dual):
+    """Nuclear (dual) or spectral norm from exact singular values, RMS-scaled if asked."""
+    if min(G.shape[-2:]) == 0:
+        return xp.zeros(G.shape[:-2], dtype=G.dtype, device=_xp.device(G))
+    S = xp.linalg.svdvals(G)
+    value = xp.sum(S, axis=-1) if dual else xp.max(S, axis=-1)
+    if kind == "spectral":
+        return value
+    scale = _rms_scale(G.shape, layout)
+    return value * scale if dual else value / scale
+
+
+def _l1_to_rms_measure(G, layout, xp, *, dual):
+    """``max_j ||G_j|| / sqrt(d_out)`` or its dual ``sqrt(d_out) sum_j ||G_j||``."""
+    axis = _fan_out_axis(layout)
+    root = math.sqrt(int(G.shape[axis]))
+    lengths = xp.squeeze(_vector_norm(G, axis, xp), axis=axis)
+    return root * xp.sum(lengths, axis=-1) if dual else xp.max(lengths, axis=-1) / root
+
+
+def spectral_norm(G, /, *, tol=1e-6, max_steps=100, xp=None):
+    """The largest singular value of each matrix by batched power iteration.
+
+    Parameters
+    ----------
+    G : array of shape (..., m, n)
+        Real input.
+    tol : float or None, default 1e-6
+        Stop once every matrix's estimate changed by at most ``tol`` times itself in
+        one step; each step reads that on the host (one sync per step). None runs
+        exactly ``max_steps`` steps without a sync.
+    max_steps : int, default 100
+        Step limit.
+    xp : namespace, optional
+        Array namespace; inferred from ``G`` when omitted.
+
+    Returns
+    -------
+    array of shape (...)
+        The estimate, a lower bound on ``sigma_max`` (Rayleigh quotient), in ``G``'s
+        dtype, float32 for half precisions. Zero for a zero matrix.
+
+    Raises
+    ------
+    ConvergenceError
+        With ``tol``, if ``max_steps`` steps do not reach it.
+    ValueError
+        For fewer than two axes.
+
+    Notes
+    -----
+    Iterates ``v <- G^T G v / ||G^T G v||`` on the smaller side from a fixed,
+    dense start vector, and returns ``||G v||``. The relative error of the estimate
+    falls like ``(sigma_2 / sigma_1)^(4k)`` after k steps, so it settles long before
+    the vector does when the top two singular values are close; the relative error
+    left at the stop is about ``tol / (1 - (sigma_2 / sigma_1)^4)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign.duality import spectral_norm
+    >>> G = np.array([[3.0, 0.0], [0.0, -4.0], [0.0, 0.0]])
+    >>> round(float(spectral_norm(G)), 4)
+    4.0
+    """
+    xp = _xp.namespace(G, xp=xp)
+    G = _as_float_matrix(G, "spectral_norm", check_finite=False, xp=xp)
+    work = _xp.decomposition_dtype(G.dtype, xp)
+    G = xp.astype(G, work) if G.dtype != work else G
+    if G.shape[-2] < G.shape[-1]:
+        G = xp.matrix_transpose(G)
+    scale = _xp.frobenius_norm(G, xp=xp)
+    X = G / _safe(scale, xp)  # unit Frobenius norm: no overflow in G^T G
+    return scale[..., 0, 0] * _power_iteration(X, tol, max_steps, xp)
+
+
+def _power_iteration(X, tol, max_steps, xp):
+    """``||X v||`` for the top right singular vector ``v`` of each ``X`` (..., m, n), m >= n."""
+    n = X.shape[-1]
+    v = xp.cos(xp.arange(n, dtype=X.dtype, device=_xp.device(X)) * 2.3999632 + 0.5)
+    v = xp.broadcast_to(v[:, None], (*X.shape[:-2], n, 1))
+    estimate = xp.zeros(X.shape[:-2], dtype=X.dtype, device=_xp.device(X))
+    for _ in range(max_steps):
+        Xv = X @ v
+        previous, estimate = estimate, _column_norm(Xv, xp)
+        if tol is not None and bool(xp.all(xp.abs(estimate - previous) <= tol * estimate)):
+            return estimate
+        w = xp.matrix_transpose(X) @ Xv
+        v = w / _safe(_column_norm(w, xp)[..., None, None], xp)
+    if tol is None:
+        return estimate
+    msg = f"spectral_norm: {max_steps} power steps did not reach tol={tol}"
+    raise ConvergenceError(msg)
+
+
+def _column_norm(x, xp):
+    """Euclidean norm of (..., k, 1) column vectors, shape (...)."""
+    return xp.sqrt(xp.sum(x * x, axis=(-2, -1)))
