@@ -85,13 +85,22 @@ def _newton_schulz_flops(shape, schedule):
 
 def _median_seconds(func, repeats):
     """Median wall time of ``func()`` over ``repeats`` calls, after one warm-up call."""
-    func()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return _interleaved_medians([func], repeats)[0]
+
+
+def _interleaved_medians(funcs, repeats):
+    """Median wall time of each of ``funcs`` over ``repeats`` calls, after a warm-up call.
+
+    The calls alternate between the functions, so that a change in outside load while
+    they run affects each about equally and their ratio stays fair.
+    """
+    times = [[] for _ in funcs]
+    for _ in range(repeats + 1):
+        for func, samples in zip(funcs, times, strict=True):
+            start = time.perf_counter()
+            func()
+            samples.append(time.perf_counter() - start)
+    return [statistics.median(samples[1:]) for samples in times]
 
 
 def _pin_threads():
@@ -121,7 +130,8 @@ def _has_fast_bfloat16():
         return False
     a = torch.randn(256, 256)
     b = a.to(torch.bfloat16)
-    return _median_seconds(lambda: b @ b, 3) < 4 * _median_seconds(lambda: a @ a, 3)
+    slow, fast = _interleaved_medians([lambda: b @ b, lambda: a @ a], 3)
+    return slow < 4 * fast
 
 
 _pin_threads()
@@ -230,7 +240,7 @@ class TrackGemmFraction:
     """Achieved fraction of the GEMM rate: Newton–Schulz flops per second over GEMM's.
 
     Both rates are measured in the same call, same backend, dtype and threads, as the
-    median of a few repeats. The GEMM is ``(..., m, m) @ (..., m, n)``, the product that
+    median of a few alternating repeats. The GEMM is ``(..., m, m) @ (..., m, n)``, the product that
     dominates a Newton–Schulz step; the Newton–Schulz flops follow
     ``_newton_schulz_flops``.
     """
@@ -252,9 +262,11 @@ class TrackGemmFraction:
         *batch, m, n = self.G.shape
         gemm_flops = 2 * m * m * n * int(np.prod(batch, dtype=np.int64))
         ns_flops = _newton_schulz_flops(tuple(self.G.shape), self.schedule)
-        gemm = _median_seconds(lambda: self.A @ self.G, self.repeats)
-        ns = _median_seconds(
-            lambda: matsign.msign(self.G, method="newton_schulz", schedule=self.schedule),
+        gemm, ns = _interleaved_medians(
+            [
+                lambda: self.A @ self.G,
+                lambda: matsign.msign(self.G, method="newton_schulz", schedule=self.schedule),
+            ],
             self.repeats,
         )
         return (ns_flops / ns) / (gemm_flops / gemm)
