@@ -163,10 +163,12 @@ def newton_schulz(
     steps : int, optional
         Number of steps; the schedule's default when omitted. Not with ``tol``.
     tol : float, optional
-        Iterate until ``||X X^T - I||_F <= tol`` (m <= n side), a bound on the
-        orthogonality error ``max |sigma_i - 1|``: the schedule's polynomials, then
+        Iterate until the orthogonality error ``max |sigma_i - 1|`` is at most
+        ``tol`` (up to the last step's round-off): the schedule's polynomials, then
         its tail if it converges, else the classical quintic ``(15/8, -10/8, 3/8)``
-        repeated. Each step reads the bound on the host (one sync per step).
+        repeated. The bound comes from ``||X X^T - I||_F`` and the step's exact
+        scalar map; reading it is one host sync per step. Needs ``tol >= 8 eps``
+        of the compute dtype.
     max_steps : int, default 60
         Step limit with ``tol``.
     normalize : bool, default True
@@ -234,6 +236,7 @@ def newton_schulz(
         X = X / _safe(_xp.frobenius_norm(X, xp=xp) * schedule.normalizer, xp)
     X = _xp.as_contiguous(X, xp=xp)
     if tol is not None:
+        _check_tol(tol, X.dtype, xp)
         X = _iterations.until_orthogonal(X, polynomials, tol=tol, max_steps=max_steps, xp=xp)
     elif gram or (gram is None and X.shape[-1] >= GRAM_ASPECT * X.shape[-2]):
         X = _iterations.gram_space(X, polynomials, xp=xp)
@@ -241,6 +244,14 @@ def newton_schulz(
         X = _iterations.standard(X, polynomials, xp=xp)
     X = X if wide else xp.matrix_transpose(X)
     return xp.astype(X, G.dtype) if X.dtype != G.dtype else X
+
+
+def _check_tol(tol, dtype, xp):
+    """Refuse a ``tol`` the compute dtype's round-off cannot honour."""
+    floor = 8 * float(xp.finfo(dtype).eps)
+    if not tol >= floor:
+        msg = f"tol={tol:g} is below what {dtype} can reach; use tol >= {floor:.2g}"
+        raise ValueError(msg)
 
 
 def _with_convergent_tail(schedule):

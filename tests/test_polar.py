@@ -344,3 +344,5 @@ def test_tol_raises_when_out_of_reach():
         msign(a, tol=1e-12, max_steps=3)
     with pytest.raises(ValueError, match="steps or tol, not both"):
         msign(a, tol=1e-6, steps=3)
+    with pytest.raises(ValueError, match="tol=1e-08 is below what float32 can reach"):
+        msign(a.astype(np.float32), tol=1e-8)
