@@ -29,7 +29,7 @@ def dualize(
     Parameters
     ----------
     G : array of shape (..., fan_out, fan_in)
-        A gradient; for ``norm="conv"`` of shape (..., fan_out, fan_in, *kernel).
+        A gradient; for ``norm="conv"`` of shape ``(..., fan_out, fan_in, *kernel)``.
     norm : {"spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv"}
         The norm, see Notes.
     layout : {"out_in", "in_out"}, default "out_in"
@@ -58,16 +58,16 @@ def dualize(
     -----
     With ``G`` stored (fan_out, fan_in), ``d_out = fan_out``, ``d_in = fan_in``:
 
-    ==========  ====================================  =================================
-    norm        ``||W||``                             ``dualize(G)``
-    ==========  ====================================  =================================
-    spectral    ``sigma_max(W)``                      ``U V^T = msign(G)``
-    rms_to_rms  ``sqrt(d_in/d_out) sigma_max(W)``     ``sqrt(d_out/d_in) msign(G)``
-    frobenius   ``||W||_F``                           ``G / ||G||_F``
-    linf        ``max |W_ij|``                        ``sign(G)``
-    l1_to_rms   ``max_j ||W[:, j]||_2 / sqrt(d_out)`` ``sqrt(d_out) G[:, j]/||G[:, j]||``
-    conv        ``T max_t rms_to_rms(W_t)``           ``sqrt(d_out/d_in) msign(G_t) / T``
-    ==========  ====================================  =================================
+    ==========  =====================================  =================================
+    norm        ``||W||``                              ``dualize(G)``
+    ==========  =====================================  =================================
+    spectral    ``sigma_max(W)``                       ``U V^T = msign(G)``
+    rms_to_rms  ``sqrt(d_in/d_out) sigma_max(W)``      ``sqrt(d_out/d_in) msign(G)``
+    frobenius   ``||W||_F``                            ``G / ||G||_F``
+    linf        ``max |W_ij|``                         ``sign(G)``
+    l1_to_rms   ``max_j ||W[:, j]||_2 / sqrt(d_out)``  ``sqrt(d_out) G[:, j]/||G[:, j]||``
+    conv        ``T max_t rms_to_rms(W_t)``            ``sqrt(d_out/d_in) msign(G_t) / T``
+    ==========  =====================================  =================================
 
     l1_to_rms is the operator norm from l1 to RMS: an embedding's one-hot input selects
     a column, so every column gets unit RMS. For conv, ``T`` is the number of kernel
@@ -184,7 +184,7 @@ def norm(G, /, kind="spectral", *, layout="out_in", kernel_ndim=2, xp=None):
     Parameters
     ----------
     G : array of shape (..., fan_out, fan_in)
-        Weights or a direction; (..., fan_out, fan_in, *kernel) for conv.
+        Weights or a direction; ``(..., fan_out, fan_in, *kernel)`` for conv.
     kind : {"spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv"}
         See `dualize` for the definitions.
     layout : {"out_in", "in_out"}, default "out_in"
@@ -222,7 +222,7 @@ def dual_norm(G, /, kind="spectral", *, layout="out_in", kernel_ndim=2, xp=None)
     Parameters
     ----------
     G : array of shape (..., fan_out, fan_in)
-        A gradient; (..., fan_out, fan_in, *kernel) for conv.
+        A gradient; ``(..., fan_out, fan_in, *kernel)`` for conv.
     kind : {"spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv"}
         The primal norm, see `dualize`.
     layout : {"out_in", "in_out"}, default "out_in"
