@@ -6,15 +6,19 @@
 from . import polynomials
 from ._iterations import ConvergenceError
 from .polar import msign, newton_schulz, orthogonality_error, polar
+from .roots import inverse_root, matrix_root, psd_power
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceError",
     "__version__",
+    "inverse_root",
+    "matrix_root",
     "msign",
     "newton_schulz",
     "orthogonality_error",
     "polar",
     "polynomials",
+    "psd_power",
 ]
