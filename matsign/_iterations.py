@@ -85,7 +85,7 @@ def until_orthogonal(X, polynomials, *, tol, max_steps, xp):
     steps = itertools.chain(itertools.islice(polynomials, max_steps), [None])
     for coefficients in steps:
         A = X @ xp.matrix_transpose(X)
-        delta = float(xp.max(_xp.frobenius_norm(A - _xp.eye_like(A, xp=xp), xp=xp)))
+        delta = _gram_defect(A, xp=xp)
         if delta <= tol or coefficients is None:
             break
         X = gram_polynomial(A, coefficients, xp=xp) @ X
@@ -97,6 +97,13 @@ def until_orthogonal(X, polynomials, *, tol, max_steps, xp):
            f"(bound ||X X^T - I||_F = {delta:.3g}); raise max_steps or tol, or use "
            f"method='svd'")
     raise ConvergenceError(msg)
+
+
+def _gram_defect(A, *, xp):
+    """``max ||A - I||_F`` over a stack, zero matrices excluded (they map to zero exactly)."""
+    defect = _xp.frobenius_norm(A - _xp.eye_like(A, xp=xp), xp=xp)
+    defect = xp.where(_xp.frobenius_norm(A, xp=xp) > 0, defect, xp.zeros_like(defect))
+    return float(xp.max(defect))
 
 
 def _error_after(coefficients, delta):

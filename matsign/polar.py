@@ -168,7 +168,9 @@ def newton_schulz(
         its tail if it converges, else the classical quintic ``(15/8, -10/8, 3/8)``
         repeated. The bound comes from ``||X X^T - I||_F`` and the step's exact
         scalar map; reading it is one host sync per step. Needs ``tol >= 8 eps``
-        of the compute dtype.
+        of the compute dtype, and full-rank matrices: zero singular values stay
+        zero, so a rank-deficient matrix raises `ConvergenceError` (an all-zero
+        matrix is exempt and maps to zero).
     max_steps : int, default 60
         Step limit with ``tol``.
     normalize : bool, default True

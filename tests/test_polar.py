@@ -338,6 +338,16 @@ def test_tol_reaches_svd_factor(backend, dtype, name, schedule_name):
     np.testing.assert_allclose(q, truncated_polar(a, 0.0), atol=tol + 8 * eps * n * kappa)
 
 
+def test_tol_exempts_zero_matrices_and_refuses_rank_deficient_ones():
+    a = ZOO["batched"].matrix.copy()
+    a[0, 1] = 0.0
+    Q = msign(a, tol=1e-12)
+    assert np.all(Q[0, 1] == 0.0)
+    np.testing.assert_allclose(Q[1, 2], truncated_polar(a[1, 2], 0.0), atol=1e-10)
+    with pytest.raises(ConvergenceError):
+        msign(ZOO["rank_deficient"].matrix, tol=1e-6)
+
+
 def test_tol_raises_when_out_of_reach():
     a = ZOO["ill_conditioned"].matrix
     with pytest.raises(ConvergenceError, match=r"did not reach orthogonality error 1e-12 in 3"):
