@@ -168,9 +168,10 @@ def newton_schulz(
         its tail if it converges, else the classical quintic ``(15/8, -10/8, 3/8)``
         repeated. The bound comes from ``||X X^T - I||_F`` and the step's exact
         scalar map; reading it is one host sync per step. Needs ``tol >= 8 eps``
-        of the compute dtype, and full-rank matrices: zero singular values stay
-        zero, so a rank-deficient matrix raises `ConvergenceError` (an all-zero
-        matrix is exempt and maps to zero).
+        of the compute dtype. An all-zero matrix maps to zero. In a rank-deficient
+        matrix, round-off in the null directions is amplified to unit singular
+        values (an orthonormal completion); on the range of ``G`` the result is
+        still ``U_r V_r^T``. For the rank-aware factor use ``method="svd"``.
     max_steps : int, default 60
         Step limit with ``tol``.
     normalize : bool, default True

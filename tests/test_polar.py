@@ -338,14 +338,20 @@ def test_tol_reaches_svd_factor(backend, dtype, name, schedule_name):
     np.testing.assert_allclose(q, truncated_polar(a, 0.0), atol=tol + 8 * eps * n * kappa)
 
 
-def test_tol_exempts_zero_matrices_and_refuses_rank_deficient_ones():
+def test_tol_exempts_zero_matrices_and_completes_rank_deficient_ones():
     a = ZOO["batched"].matrix.copy()
     a[0, 1] = 0.0
     Q = msign(a, tol=1e-12)
     assert np.all(Q[0, 1] == 0.0)
     np.testing.assert_allclose(Q[1, 2], truncated_polar(a[1, 2], 0.0), atol=1e-10)
-    with pytest.raises(ConvergenceError):
-        msign(ZOO["rank_deficient"].matrix, tol=1e-6)
+    # Rank-deficient: orthogonal to tol, and U_r V_r^T on the row space of G.
+    g = ZOO["rank_deficient"].matrix
+    Q = msign(g, tol=1e-10)
+    assert np.abs(np.linalg.svd(Q, compute_uv=False) - 1).max() <= 1e-10 + 1e-13
+    _, s, Vh = np.linalg.svd(g, full_matrices=False)
+    Vr = Vh[s > 1e-10 * s[0]]
+    expected = truncated_polar(g, 1e-10)
+    np.testing.assert_allclose(Q @ Vr.T @ Vr, expected, atol=1e-9)
 
 
 def test_tol_raises_when_out_of_reach():
