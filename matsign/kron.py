@@ -179,7 +179,7 @@ def to_blocks(G, layout, /, *, xp=None):
             pad[axis] = g * b - d
             X = xp.concat([X, xp.zeros(tuple(pad), dtype=X.dtype, device=_xp.device(X))], axis=axis)
     k = len(layout.modes)
-    X = xp.reshape(X, tuple(n for pair in zip(layout.grid, layout.block, strict=True) for n in pair))
+    X = xp.reshape(X, tuple(n for gb in zip(layout.grid, layout.block, strict=True) for n in gb))
     return xp.permute_dims(X, (*range(0, 2 * k, 2), *range(1, 2 * k, 2)))
 
 
@@ -210,7 +210,7 @@ def from_blocks(B, layout, /, *, xp=None):
     """
     xp = _xp.namespace(B, xp=xp)
     k = len(layout.modes)
-    X = xp.permute_dims(B, tuple(i for pair in zip(range(k), range(k, 2 * k), strict=True) for i in pair))
+    X = xp.permute_dims(B, tuple(i for j in range(k) for i in (j, k + j)))
     X = xp.reshape(X, tuple(g * b for g, b in zip(layout.grid, layout.block, strict=True)))
     X = X[tuple(slice(0, d) for d in layout.modes)]
     return xp.reshape(X, layout.shape)
