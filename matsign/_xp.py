@@ -67,7 +67,9 @@ def to_numpy(x):
         return x.detach().cpu().float().numpy() if _is_torch_half(x) else x.detach().cpu().numpy()
     if array_api_compat.is_cupy_array(x):
         return x.get()
-    return np.asarray(x if not hasattr(x, "_array") else x._array)
+    if array_api_compat.is_numpy_array(x):
+        return x
+    return np.from_dlpack(x)  # array-api-strict (any of its devices), JAX on the host
 
 
 def _is_torch_half(x):
