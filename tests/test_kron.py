@@ -179,7 +179,8 @@ def test_factor_statistics_sum_and_ema(backend, dtype):
     flat_a, flat_b = host(A).reshape(1, -1), host(B).reshape(1, -1)  # merged: one mode of 24
     expected = 0.9 * 0.1 * flat_a.T @ flat_a + 0.1 * flat_b.T @ flat_b
     assert ema.layout.modes == (24,)
-    assert_close(ema.factors[0][0], expected, atol=atol * np.abs(expected).max(), xp=backend.xp)
+    assert_close(ema.factors[0][0, ...], expected, atol=atol * np.abs(expected).max(),
+                 xp=backend.xp)
 
 
 def test_eigenbases_diagonalise_factors(backend, dtype):
@@ -243,3 +244,15 @@ def test_project_unproject_round_trip_with_padding(backend, dtype):
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call(init_factors(np.ones((2, 3))))
+
+
+def test_newton_inverse_roots_pass_through(roots, backend):
+    """method="newton" (coupled Newton, matmul-only) agrees with the eigh default."""
+    grads = [backend.asarray(RNG.standard_normal((4, 6)), "float32") for _ in range(3)]
+    state = init_factors(grads[0])
+    for G in grads:
+        state = update_factors(G, state)
+    by_eigh = precondition(grads[0], preconditioners(state, eps=1e-3))
+    by_newton = precondition(grads[0], preconditioners(state, method="newton", eps=1e-3))
+    assert_close(by_newton, host(by_eigh), atol=1e-3 * np.abs(host(by_eigh)).max(),
+                 xp=backend.xp)
