@@ -39,6 +39,10 @@ method: steps, median time, achieved GFLOP/s and its fraction of the GEMM rate m
 in the same run, orthogonality error max|sigma_i(Q) - 1|, and the relative Frobenius
 distance to the exact factor from a float64 NumPy SVD of the same input.
 
+The GEMM is (m x m) @ (m x n) in the same backend and dtype. It is timed once at the
+start (the header) and again just before each timed Newton-Schulz run; "of GEMM" is
+the median of those paired ratios, so load from other processes affects both alike.
+
 Rows: matsign's exact "svd", one Newton-Schulz row per preset schedule (its default
 steps), and references: numpy.linalg.svd and scipy.linalg.polar (on a NumPy copy),
 plus the backend's own SVD (torch.linalg.svd, cupy.linalg.svd). GFLOP/s counts the
@@ -410,12 +414,13 @@ def compare(setup, *, methods, repeats=5, warmup=1, seed=0, threads=None, progre
     exact, sigma_min_ratio = exact_factor(host)
     factories = dict(_method_factories(setup.backend))
     progress(f"timing GEMM (0/{len(methods)})...")
-    gemm = measure_gemm(setup, repeats=repeats, warmup=warmup, seed=seed)
-    report = Report(setup, seed, repeats, warmup, threads, sigma_min_ratio, gemm)
+    gemm = make_gemm(setup, seed)
+    gemm_rate = measure_gemm(gemm, repeats=repeats, warmup=warmup)
+    report = Report(setup, seed, repeats, warmup, threads, sigma_min_ratio, gemm_rate)
     for i, name in enumerate(methods, start=1):
         progress(f"timing {name} ({i}/{len(methods)})...")
         method = factories[name](setup, G, host)
-        report.rows.append(measure(method, exact, gemm["gflops"], repeats, warmup))
+        report.rows.append(measure(method, exact, gemm, repeats, warmup))
     return report
 
 
@@ -437,8 +442,17 @@ def exact_factor(host):
     return U @ Vh, float(np.min(s[..., -1] / frobenius))
 
 
-def measure_gemm(setup, *, repeats, warmup, seed):
-    """Median time and GFLOP/s of ``(..., m, m) @ (..., m, n)`` on distinct operands."""
+@dataclass(frozen=True)
+class Gemm:
+    """The reference product ``(..., m, m) @ (..., m, n)`` on distinct operands."""
+
+    call: object
+    flops: float
+    shape: tuple
+
+
+def make_gemm(setup, seed):
+    """The GEMM of the Newton–Schulz shape: not ``X @ X.T``, which NumPy runs as syrk."""
     *batch, m, n = setup.shape
     m, n = min(m, n), max(m, n)
     rng = np.random.default_rng(seed + 1)
@@ -448,39 +462,67 @@ def measure_gemm(setup, *, repeats, warmup, seed):
         return xp.astype(xp.asarray(rng.standard_normal(shape), device=setup.device), setup.dtype)
 
     A, B = operand(*batch, m, m), operand(*batch, m, n)
-    seconds, _ = time_call(lambda: A @ B, repeats=repeats, warmup=warmup)
-    flops = 2.0 * math.prod(batch) * m * m * n
-    return {"shape": [*batch, m, m, n], "median_ms": 1e3 * seconds, "gflops": flops / seconds / 1e9}
+    return Gemm(lambda: A @ B, 2.0 * math.prod(batch) * m * m * n, (*batch, m, m, n))
 
 
-def time_call(call, *, repeats, warmup):
-    """Median wall time of ``call()`` over ``repeats`` runs after ``warmup``, and its result."""
+def measure_gemm(gemm, *, repeats, warmup):
+    """Median time and GFLOP/s of ``gemm``, as the JSON ``gemm`` entry."""
+    times, _, _ = time_runs(gemm.call, repeats=repeats, warmup=warmup)
+    seconds = statistics.median(times)
+    return {"shape": list(gemm.shape), "median_ms": 1e3 * seconds,
+            "gflops": gemm.flops / seconds / 1e9}
+
+
+def time_runs(call, *, repeats, warmup, paired=None):
+    """Wall times of ``repeats`` runs of ``call()`` after ``warmup``, and its last result.
+
+    With ``paired``, ``paired()`` is also timed just before each timed ``call()``, so
+    that the two see the same outside load; its times come second (else empty).
+    """
     result = None
     for _ in range(warmup):
         result = call()
         _xp.synchronize(result)
-    times = []
+    times, paired_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = call()
-        _xp.synchronize(result)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        if paired is not None:
+            paired_times.append(_timed(paired)[0])
+        seconds, result = _timed(call)
+        times.append(seconds)
+    return times, paired_times, result
 
 
-def measure(method, exact, gemm_gflops, repeats, warmup):
+def _timed(call):
+    start = time.perf_counter()
+    result = call()
+    _xp.synchronize(result)
+    return time.perf_counter() - start, result
+
+
+def measure(method, exact, gemm, repeats, warmup):
     """One row: time ``method`` and compare its result with the exact factor."""
-    seconds, Q = time_call(method.call, repeats=repeats, warmup=warmup)
-    gflops = None if method.flops is None else method.flops / seconds / 1e9
+    paired = None if method.flops is None else gemm.call
+    times, gemm_times, Q = time_runs(method.call, repeats=repeats, warmup=warmup, paired=paired)
     return {
         "method": method.name,
         "steps": method.steps,
-        "median_ms": 1e3 * seconds,
-        "gflops": gflops,
-        "gemm_fraction": None if gflops is None else gflops / gemm_gflops,
+        "median_ms": 1e3 * statistics.median(times),
+        **_rates(method.flops, gemm, times, gemm_times),
         "orthogonality_error": float(np.max(_xp.to_numpy(orthogonality_error(Q)))),
         "distance_to_svd": relative_distance(_xp.to_numpy(Q), exact),
         "runs_on": method.runs_on,
+    }
+
+
+def _rates(flops, gemm, times, gemm_times):
+    """GFLOP/s, the paired GEMM's GFLOP/s, and the median over repeats of their ratio."""
+    if flops is None:
+        return {"gflops": None, "gemm_gflops": None, "gemm_fraction": None}
+    fractions = [flops * g / (gemm.flops * t) for t, g in zip(times, gemm_times, strict=True)]
+    return {
+        "gflops": flops / statistics.median(times) / 1e9,
+        "gemm_gflops": gemm.flops / statistics.median(gemm_times) / 1e9,
+        "gemm_fraction": statistics.median(fractions),
     }
 
 
