@@ -1,0 +1,69 @@
+"""Optimizer steppers: pure ``(init, update)`` pairs on any array namespace.
+
+Building blocks (`trace`, `scale_by_adam`, `scale_by_lion`, `orthogonalize`,
+`add_decayed_weights`, `cautious`, `scale_by_shape`, `scale_by_learning_rate`) compose
+with `chain` into `muon`, `adamw` and `lion`; `multi` applies steppers to a list or dict
+of parameters, stacking same-shape matrices into one batched orthogonalisation, and
+`route` labels parameters for Muon or AdamW/Lion. ``matsign.optim.torch`` (imported
+on demand; it needs torch) wraps them as ``torch.optim.Optimizer`` subclasses.
+"""
+
+from ._base import (
+    NONFINITE_POLICIES,
+    EmptyState,
+    MultiState,
+    Stepper,
+    apply_updates,
+    chain,
+    matrix_shape,
+    multi,
+)
+from .alias import adamw, lion
+from .muon import muon, route
+from .transforms import (
+    AdamState,
+    AMSGradState,
+    CountState,
+    LionState,
+    TraceState,
+    add_decayed_weights,
+    cautious,
+    orthogonalize,
+    scale,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_lion,
+    scale_by_shape,
+    shape_scale,
+    trace,
+)
+
+__all__ = [
+    "NONFINITE_POLICIES",
+    "AMSGradState",
+    "AdamState",
+    "CountState",
+    "EmptyState",
+    "LionState",
+    "MultiState",
+    "Stepper",
+    "TraceState",
+    "adamw",
+    "add_decayed_weights",
+    "apply_updates",
+    "cautious",
+    "chain",
+    "lion",
+    "matrix_shape",
+    "multi",
+    "muon",
+    "orthogonalize",
+    "route",
+    "scale",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_lion",
+    "scale_by_shape",
+    "shape_scale",
+    "trace",
+]

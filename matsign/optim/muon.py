@@ -1,0 +1,142 @@
+"""Muon: momentum, orthogonalisation, an update scale, decoupled weight decay; and routing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ._base import chain
+from .transforms import (
+    add_decayed_weights,
+    orthogonalize,
+    scale_by_learning_rate,
+    scale_by_shape,
+    trace,
+)
+
+__all__ = ["DEFAULT_EXCLUDE", "muon", "route"]
+
+DEFAULT_EXCLUDE = ("embed", "wte", "wpe", "lm_head", "head", "output", "classifier", "unembed")
+
+
+def muon(
+    learning_rate=0.02, *, momentum=0.95, nesterov=True, ema=True, weight_decay=0.0,
+    cautious_weight_decay=False, update_scale="jordan", schedule="jordan", steps=None,
+    eps=1e-7, dtype=None, method="newton_schulz",
+):
+    """Muon: orthogonalised momentum for matrix parameters.
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 0.02
+        A constant or a schedule of the step count (see `scale_by_learning_rate`).
+    momentum : float, default 0.95
+        Momentum ``mu``.
+    nesterov : bool, default True
+        Orthogonalise the Nesterov look-ahead instead of the buffer.
+    ema : bool, default True
+        Momentum as an EMA ``buf <- lerp(buf, g, 1 - mu)`` (torch.optim.Muon and the
+        current reference code) or as a sum ``buf <- mu buf + g``. After the
+        normalisation inside the orthogonalisation the two differ only through
+        Nesterov's mix of ``g`` and ``buf``.
+    weight_decay : float, default 0.0
+        Decoupled: the step subtracts ``learning_rate * weight_decay * param``
+        (not multiplied by the update scale, as in torch.optim.Muon).
+    cautious_weight_decay : bool, default False
+        Decay only entries where the update and the parameter share a sign.
+    update_scale : {"jordan", "moonlight", "spectral", "none"}, default "jordan"
+        Multiplier of the orthogonalised update for an m x n matrix:
+        ``sqrt(max(1, m/n))``, ``0.2 sqrt(max(m, n))`` (to reuse AdamW's learning rate
+        and weight decay), ``sqrt(m/n)`` (fan-out over fan-in), or 1. Taken from the
+        matrix that is orthogonalised (after `matrix_shape`).
+    schedule, steps, eps, dtype, method
+        The orthogonalisation (see `orthogonalize`): by default Jordan's quintic
+        ``(3.4445, -4.7750, 2.0315)`` for 5 steps in the gradient's dtype; pass
+        ``dtype=torch.bfloat16`` to compute it as torch.optim.Muon does.
+
+    Returns
+    -------
+    Stepper
+        Works on arrays of shape (..., m, n): a leading axis is a stack of matrices.
+        Use `multi` (with `route`) for whole models, which also flattens conv kernels.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``update_scale``, ``schedule`` or ``method``.
+
+    Notes
+    -----
+    Per step: ``B <- mu B + (1 - mu) G``; ``N = lerp(G, B, mu)`` (Nesterov) or ``B``;
+    ``O = NS(N)``; ``W <- W - lr (s O + wd W)`` with ``s`` the update scale.
+
+    References
+    ----------
+    Jordan et al., Muon: An optimizer for hidden layers in neural networks (2024),
+    kellerjordan.github.io/posts/muon; Liu et al., Muon is Scalable for LLM Training
+    (arXiv:2502.16982); Bernstein, Deriving Muon (2025).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> W = np.zeros((3, 2))
+    >>> opt = optim.muon(0.1, steps=12, schedule="quintic")
+    >>> u, _ = opt.update(np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]]), opt.init(W), W)
+    >>> np.round(-u / 0.1, 3)   # U V^T times sqrt(3 / 2)
+    array([[1.225, 0.   ],
+           [0.   , 1.225],
+           [0.   , 0.   ]])
+    """
+    return chain(
+        trace(momentum, nesterov=nesterov, ema=ema),
+        orthogonalize(schedule=schedule, steps=steps, eps=eps, dtype=dtype, method=method),
+        scale_by_shape(update_scale),
+        add_decayed_weights(weight_decay, cautious=cautious_weight_decay),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def route(params, *, matrix="muon", other="adamw", exclude=DEFAULT_EXCLUDE):
+    """Label each parameter for Muon or for an element-wise optimizer.
+
+    Muon is for the hidden layers' matrices. Scalars and vectors (biases, norms),
+    embeddings and output heads go to AdamW or Lion (Jordan et al.; Liu et al.).
+
+    Parameters
+    ----------
+    params : dict of str to array, or list of arrays
+        Parameters by name (``dict(model.named_parameters())``) or in order.
+    matrix : str, default "muon"
+        Label of the parameters Muon takes.
+    other : str, default "adamw"
+        Label of the rest (e.g. ``"lion"``).
+    exclude : tuple of str
+        A parameter whose name contains one of these (case-insensitive) goes to
+        ``other`` even if it is a matrix: embeddings and output heads by their usual
+        names. Lists carry no names: only the number of axes decides.
+
+    Returns
+    -------
+    dict
+        Parameter key (name, or list position) to label, for `multi`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign.optim import route
+    >>> params = {"embed.weight": np.zeros((100, 8)), "block.fc.weight": np.zeros((8, 8)),
+    ...           "block.fc.bias": np.zeros(8), "lm_head.weight": np.zeros((100, 8))}
+    >>> list(route(params).values())
+    ['adamw', 'muon', 'adamw', 'adamw']
+    """
+    items = params.items() if isinstance(params, Mapping) else enumerate(params)
+    lowered = tuple(e.lower() for e in exclude)
+
+    def label(key, p):
+        named = isinstance(key, str) and any(e in key.lower() for e in lowered)
+        return matrix if p.ndim >= 2 and not named else other
+
+    return {key: label(key, p) for key, p in items}
+
+
+

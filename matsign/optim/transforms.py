@@ -1,0 +1,536 @@
+"""Small building blocks: momentum, Adam and Lion directions, orthogonalisation, decay, scales.
+
+Each factory returns a `Stepper`. Blocks before `scale_by_learning_rate` produce a
+*direction* (a step is taken against it); `scale_by_learning_rate` multiplies by
+``-lr`` and so turns the direction into the update that `apply_updates` adds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from .. import _xp
+from .. import polar as _polar
+from ..polynomials import Schedule, preset
+from ._base import Stepper, stateless
+
+__all__ = [
+    "AMSGradState",
+    "AdamState",
+    "CountState",
+    "LionState",
+    "TraceState",
+    "add_decayed_weights",
+    "cautious",
+    "orthogonalize",
+    "scale",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_lion",
+    "scale_by_shape",
+    "trace",
+]
+
+SHAPE_SCALES = ("jordan", "moonlight", "spectral", "none")
+
+
+class TraceState(NamedTuple):
+    """Momentum buffer of `trace` (named as in ``torch.optim``)."""
+
+    momentum_buffer: Any
+
+
+class AdamState(NamedTuple):
+    """State of `scale_by_adam`: step count and the two moment estimates."""
+
+    step: Any
+    exp_avg: Any
+    exp_avg_sq: Any
+
+
+class AMSGradState(NamedTuple):
+    """State of `scale_by_adam` with ``amsgrad=True``: also the running maximum of ``v``."""
+
+    step: Any
+    exp_avg: Any
+    exp_avg_sq: Any
+    max_exp_avg_sq: Any
+
+
+class LionState(NamedTuple):
+    """State of `scale_by_lion`: the momentum."""
+
+    exp_avg: Any
+
+
+class CountState(NamedTuple):
+    """Step count of a scheduled block."""
+
+    step: Any
+
+
+def _zeros_count(param):
+    """A 0-d step counter on ``param``'s device, float32 or wider (exact to 2**24 steps)."""
+    xp = _xp.namespace(param)
+    dtype = _xp.decomposition_dtype(_xp.result_dtype(param, xp), xp)
+    return xp.zeros((), dtype=dtype, device=_xp.device(param))
+
+
+def _lerp(start, end, weight):
+    """``start + weight * (end - start)`` in the rounding order of ``torch.lerp``."""
+    if hasattr(start, "lerp") and hasattr(end, "lerp"):
+        # torch's fused kernel, so that momentum matches torch.optim bit for bit
+        return start.lerp(end, weight)
+    if weight < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1.0 - weight)
+
+
+def trace(momentum, *, nesterov=False, ema=False):
+    """Heavy-ball momentum, as a sum or an exponential moving average, optionally Nesterov.
+
+    Parameters
+    ----------
+    momentum : float
+        ``mu`` in [0, 1).
+    nesterov : bool, default False
+        Return the look-ahead ``g + mu * buf`` (sum) or ``lerp(g, buf, mu)`` (EMA).
+    ema : bool, default False
+        ``buf <- mu * buf + (1 - mu) * g`` (torch.optim.Muon) instead of
+        ``buf <- mu * buf + g`` (SGD, the original Muon).
+
+    Returns
+    -------
+    Stepper
+        State `TraceState`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> t = optim.trace(0.5)
+    >>> s = t.init(np.zeros(1))
+    >>> u, s = t.update(np.ones(1), s, None)
+    >>> u, s = t.update(np.ones(1), s, None)
+    >>> u
+    array([1.5])
+    """
+    mu = float(momentum)
+
+    def init(param):
+        xp = _xp.namespace(param)
+        return TraceState(xp.zeros_like(param))
+
+    def update(grad, state, param):
+        buf = state.momentum_buffer
+        buf = _lerp(buf, grad, 1.0 - mu) if ema else mu * buf + grad
+        if not nesterov:
+            return buf, TraceState(buf)
+        look = _lerp(grad, buf, mu) if ema else grad + mu * buf
+        return look, TraceState(buf)
+
+    return Stepper(init, update)
+
+
+def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, *, amsgrad=False):
+    """Adam's direction ``m_hat / (sqrt(v_hat) + eps)`` with bias correction.
+
+    Parameters
+    ----------
+    b1, b2 : float
+        Decay rates of the first and second moments.
+    eps : float
+        Added to ``sqrt(v_hat)``.
+    amsgrad : bool, default False
+        Divide by the running maximum of ``v`` (Reddi et al., arXiv:1904.09237).
+
+    Returns
+    -------
+    Stepper
+        State `AdamState` (``step``, ``exp_avg``, ``exp_avg_sq``, as torch.optim.AdamW),
+        `AMSGradState` with ``amsgrad``.
+
+    References
+    ----------
+    Kingma and Ba, Adam (arXiv:1412.6980).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> a = optim.scale_by_adam()
+    >>> u, _ = a.update(np.array([3.0, -0.5]), a.init(np.zeros(2)), None)
+    >>> np.round(u, 6)
+    array([ 1., -1.])
+    """
+
+    def init(param):
+        xp = _xp.namespace(param)
+        moments = (_zeros_count(param), xp.zeros_like(param), xp.zeros_like(param))
+        return AMSGradState(*moments, xp.zeros_like(param)) if amsgrad else AdamState(*moments)
+
+    def update(grad, state, param):
+        xp = _xp.namespace(grad)
+        step = state.step + 1.0
+        m = _lerp(state.exp_avg, grad, 1.0 - b1)
+        v = b2 * state.exp_avg_sq + (1.0 - b2) * (grad * grad)
+        v_max = xp.maximum(state.max_exp_avg_sq, v) if amsgrad else v
+        correction1 = 1.0 - xp.pow(xp.full_like(step, b1), step)
+        correction2 = xp.sqrt(1.0 - xp.pow(xp.full_like(step, b2), step))
+        denom = xp.sqrt(v_max) / xp.astype(correction2, v.dtype) + eps
+        new = AMSGradState(step, m, v, v_max) if amsgrad else AdamState(step, m, v)
+        return m / denom / xp.astype(correction1, m.dtype), new
+
+    return Stepper(init, update)
+
+
+def scale_by_lion(b1=0.9, b2=0.99):
+    """Lion's direction ``sign(lerp(m, g, 1 - b1))``, then ``m <- lerp(m, g, 1 - b2)``.
+
+    Parameters
+    ----------
+    b1 : float
+        Interpolation for the direction.
+    b2 : float
+        Decay of the momentum.
+
+    Returns
+    -------
+    Stepper
+        State `LionState`.
+
+    References
+    ----------
+    Chen et al., Symbolic Discovery of Optimization Algorithms (arXiv:2302.06675).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> s = optim.scale_by_lion()
+    >>> u, _ = s.update(np.array([0.3, -2.0, 0.0]), s.init(np.zeros(3)), None)
+    >>> u
+    array([ 1., -1.,  0.])
+    """
+
+    def init(param):
+        return LionState(_xp.namespace(param).zeros_like(param))
+
+    def update(grad, state, param):
+        xp = _xp.namespace(grad)
+        direction = xp.sign(_lerp(state.exp_avg, grad, 1.0 - b1))
+        return direction, LionState(_lerp(state.exp_avg, grad, 1.0 - b2))
+
+    return Stepper(init, update)
+
+
+def cautious(inner):
+    """Mask ``inner``'s direction where it disagrees in sign with the gradient.
+
+    Parameters
+    ----------
+    inner : Stepper
+        Produces the direction ``u`` from the gradient ``g``.
+
+    Returns
+    -------
+    Stepper
+        ``u * mask * (size / (sum(mask) + 1))`` with ``mask = (u * g > 0)``, per matrix
+        (per array for 0-d and 1-d parameters; stacked groups are masked per member).
+
+    References
+    ----------
+    Liang et al., Cautious Optimizers (arXiv:2411.16085).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> c = optim.cautious(optim.trace(0.9))
+    >>> s = c.init(np.zeros(2))
+    >>> s = s._replace(momentum_buffer=np.array([-5.0, 5.0]))
+    >>> u, _ = c.update(np.array([1.0, 1.0]), s, None)
+    >>> u   # buffer [-3.5, 5.5]; one of two entries kept, scaled by 2 / (1 + 1)
+    array([0. , 5.5])
+    """
+
+    def update(grad, state, param):
+        xp = _xp.namespace(grad)
+        direction, state = inner.update(grad, state, param)
+        agree = direction * grad > 0
+        axes = tuple(range(max(0, grad.ndim - 2), grad.ndim))
+        size = math.prod(grad.shape[a] for a in axes)
+        mask = xp.astype(agree, direction.dtype)
+        count = xp.sum(mask, axis=axes, keepdims=True) if axes else mask
+        kept = xp.where(agree, direction, xp.zeros_like(direction))
+        return kept * (size / (count + 1.0)), state
+
+    return Stepper(inner.init, update)
+
+
+def add_decayed_weights(weight_decay, *, cautious=False):
+    """Add ``weight_decay * param`` to the direction (decoupled weight decay).
+
+    Parameters
+    ----------
+    weight_decay : float
+        Decay coefficient; multiplied by the learning rate downstream.
+    cautious : bool, default False
+        Decay only the entries where the direction and the parameter share a sign,
+        i.e. where the step already shrinks the parameter.
+
+    Returns
+    -------
+    Stepper
+        Stateless.
+
+    References
+    ----------
+    Loshchilov and Hutter, Decoupled Weight Decay Regularization (arXiv:1711.05101);
+    Chen et al., Cautious Weight Decay (arXiv:2510.12402).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> d = optim.add_decayed_weights(0.5, cautious=True)
+    >>> u, _ = d.update(np.array([1.0, 1.0]), d.init(None), np.array([2.0, -2.0]))
+    >>> u
+    array([2., 1.])
+    """
+    wd = float(weight_decay)
+
+    def direction(grad, param):
+        if wd == 0.0:
+            return grad
+        if not cautious:
+            return grad + wd * param
+        xp = _xp.namespace(grad)
+        return grad + wd * xp.where(grad * param > 0, param, xp.zeros_like(param))
+
+    return stateless(direction)
+
+
+def scale(factor):
+    """Multiply the direction by a constant.
+
+    Parameters
+    ----------
+    factor : float
+        The constant.
+
+    Returns
+    -------
+    Stepper
+        Stateless.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> optim.scale(3.0).update(np.ones(1), (), None)[0]
+    array([3.])
+    """
+    factor = float(factor)
+    return stateless(lambda grad, param: factor * grad)
+
+
+def scale_by_learning_rate(learning_rate):
+    """Multiply by ``-learning_rate``: the direction becomes the update to add.
+
+    Parameters
+    ----------
+    learning_rate : float or callable
+        A constant, or a schedule ``learning_rate(step) -> float array or float``
+        called with the 0-d step count (0 at the first step).
+
+    Returns
+    -------
+    Stepper
+        Stateless for a constant, state `CountState` for a schedule.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> s = optim.scale_by_learning_rate(lambda step: 0.1 / (1.0 + step))
+    >>> state = s.init(np.zeros(1))
+    >>> u, state = s.update(np.ones(1), state, None)
+    >>> u, state = s.update(np.ones(1), state, None)
+    >>> u
+    array([-0.05])
+    """
+    if not callable(learning_rate):
+        return scale(-float(learning_rate))
+
+    def init(param):
+        return CountState(_zeros_count(param))
+
+    def update(grad, state, param):
+        xp = _xp.namespace(grad)
+        lr = learning_rate(state.step)
+        lr = xp.astype(lr, grad.dtype) if hasattr(lr, "dtype") else float(lr)
+        return -lr * grad, CountState(state.step + 1.0)
+
+    return Stepper(init, update)
+
+
+def shape_scale(shape, mode):
+    """The Muon update scale for a matrix of ``shape`` (the last two axes).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(..., m, n)``: m outputs (fan-out), n inputs (fan-in).
+    mode : {"jordan", "moonlight", "spectral", "none"}
+        ``sqrt(max(1, m/n))`` (Jordan), ``0.2 * sqrt(max(m, n))`` (Moonlight, to share
+        AdamW's learning rate), ``sqrt(m/n)`` (spectral, RMS->RMS), or 1.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        For an unknown mode.
+
+    Examples
+    --------
+    >>> from matsign.optim.transforms import shape_scale
+    >>> shape_scale((1024, 256), "jordan"), shape_scale((256, 1024), "moonlight")
+    (2.0, 6.4)
+    """
+    m, n = shape[-2], shape[-1]
+    if mode == "jordan":
+        return math.sqrt(max(1.0, m / n))
+    if mode == "moonlight":
+        return 0.2 * math.sqrt(max(m, n))
+    if mode == "spectral":
+        return math.sqrt(m / n)
+    if mode in ("none", None):
+        return 1.0
+    msg = f"update scale must be one of {SHAPE_SCALES}; got {mode!r}"
+    raise ValueError(msg)
+
+
+def scale_by_shape(mode="jordan"):
+    """Multiply by the Muon update scale of the matrix (see `shape_scale`).
+
+    Parameters
+    ----------
+    mode : {"jordan", "moonlight", "spectral", "none"}, default "jordan"
+        The rule.
+
+    Returns
+    -------
+    Stepper
+        Stateless; the scale is read from the last two axes of the direction.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> optim.scale_by_shape("spectral").update(np.ones((4, 1)), (), None)[0].ravel()
+    array([2., 2., 2., 2.])
+    """
+    shape_scale((1, 1), mode)
+    return stateless(lambda grad, param: shape_scale(grad.shape, mode) * grad)
+
+
+def orthogonalize(*, schedule="jordan", steps=None, eps=1e-7, dtype=None, method="newton_schulz"):
+    """Replace each matrix by (an approximation of) its matrix sign ``U V^T``.
+
+    Parameters
+    ----------
+    schedule : str, Schedule or tuple of float, default "jordan"
+        A preset name (`matsign.polynomials.names`), a `matsign.polynomials.Schedule`,
+        or one coefficient tuple ``(a, b, c)`` repeated (``ns_coefficients``).
+    steps : int, optional
+        Newton–Schulz steps; the schedule's default (5 for ``"jordan"``) when omitted.
+    eps : float, default 1e-7
+        The Frobenius norm is clamped below at ``eps`` before dividing by it.
+    dtype : dtype, optional
+        Compute dtype of the iteration, e.g. ``torch.bfloat16`` as torch.optim.Muon;
+        the result has the input's dtype.
+    method : {"newton_schulz", "svd"}, default "newton_schulz"
+        ``"svd"`` computes the exact ``U_r V_r^T`` by `matsign.msign`.
+
+    Returns
+    -------
+    Stepper
+        Stateless; works on the last two axes of arrays of shape (..., m, n).
+
+    Notes
+    -----
+    The iteration is the one of Jordan et al. and torch.optim.Muon, operation for
+    operation: ``X = G / max(||G||_F * normalizer, eps)`` on the wide side, then per step
+    ``A = X X^T``, ``B = c1 A + c2 A^2 + ...`` and ``X = c0 X + B X`` with fused
+    multiply-adds, so that in bfloat16 it rounds exactly as torch.optim.Muon does.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> o = optim.orthogonalize(schedule="quintic", steps=20)
+    >>> u, _ = o.update(np.diag([2.0, 0.5]), (), None)
+    >>> bool(np.allclose(u, np.eye(2), atol=1e-6))
+    True
+    """
+    if method not in ("newton_schulz", "svd"):
+        msg = f"method must be 'newton_schulz' or 'svd'; got {method!r}"
+        raise ValueError(msg)
+    schedule = _as_schedule(schedule)
+    polynomials = schedule.polynomials(steps)
+
+    def direction(grad, param):
+        if method == "svd":
+            return _polar.msign(grad, method="svd", dtype=dtype)
+        return _newton_schulz(grad, polynomials, eps=eps, normalizer=schedule.normalizer,
+                              dtype=dtype)
+
+    return stateless(direction)
+
+
+def _as_schedule(schedule):
+    """A Schedule from a preset name, a Schedule or one coefficient tuple."""
+    if isinstance(schedule, Schedule):
+        return schedule
+    if isinstance(schedule, str):
+        return preset(schedule)
+    coefficients = tuple(float(c) for c in schedule)
+    return Schedule("custom", (coefficients,), tail="repeat", default_steps=5)
+
+
+def _newton_schulz(G, polynomials, *, eps, normalizer, dtype):
+    """Normalise and iterate on the wide side in ``dtype``; see `orthogonalize`."""
+    xp = _xp.namespace(G)
+    if G.ndim < 2:
+        msg = f"orthogonalize expects shape (..., m, n); got {tuple(G.shape)}"
+        raise ValueError(msg)
+    wide = G.shape[-2] <= G.shape[-1]
+    X = xp.astype(G, _xp.compute_dtype(dtype, G.dtype, xp))
+    X = X if wide else xp.matrix_transpose(X)
+    norm = xp.linalg.vector_norm(X, axis=(-2, -1), keepdims=True)
+    norm = norm if normalizer == 1.0 else norm * normalizer
+    X = X / xp.clip(norm, min=eps)
+    for coefficients in polynomials:
+        X = _step(X, coefficients, xp=xp)
+    X = X if wide else xp.matrix_transpose(X)
+    return xp.astype(X, G.dtype) if X.dtype != G.dtype else X
+
+
+def _step(X, c, *, xp):
+    """``X <- c0 X + (c1 A + c2 A^2 + ...) X`` with ``A = X X^T``, Horner-fused."""
+    if len(c) == 1:
+        return c[0] * X
+    A = X @ xp.matrix_transpose(X)
+    if len(c) == 2:
+        B = c[1] * A
+    else:
+        B = _xp.symmetric_square_add(A, alpha=c[-1], beta=c[-2], xp=xp)
+    for ck in reversed(c[1:-2]):
+        B = _xp.matmul_add(B, A, A, alpha=1.0, beta=ck, xp=xp)
+    return _xp.matmul_add(B, X, X, alpha=1.0, beta=c[0], xp=xp)
+
