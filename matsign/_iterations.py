@@ -20,8 +20,11 @@ class ConvergenceError(ArithmeticError):
     """An iteration did not reach the requested accuracy within its step limit."""
 
 
-def gram_polynomial(A, coefficients, *, xp):
-    """``c0 I + c1 A + c2 A^2 + ...`` for symmetric ``A`` by Horner's rule, fused if possible."""
+def gram_polynomial(A, coefficients, *, xp, constant=True):
+    """``c0 I + c1 A + c2 A^2 + ...`` for symmetric ``A`` by Horner's rule, fused if possible.
+
+    With ``constant=False`` the ``c0 I`` term is left out (see `standard`).
+    """
     c = coefficients
     if len(c) == 1:
         return c[0] * _xp.eye_like(A, xp=xp)
@@ -31,14 +34,18 @@ def gram_polynomial(A, coefficients, *, xp):
         B = _xp.symmetric_square_add(A, alpha=c[-1], beta=c[-2], xp=xp)
     for ck in reversed(c[1:-2]):
         B = _xp.matmul_add(B, A, A, alpha=1.0, beta=ck, xp=xp)
-    return _xp.add_diagonal(B, c[0], xp=xp)
+    return _xp.add_diagonal(B, c[0], xp=xp) if constant else B
 
 
 def standard(X, polynomials, *, xp):
     """Apply the steps directly: per quintic step ``4 m^2 n + 2 m^3`` flops."""
     for coefficients in polynomials:
+        if len(coefficients) == 1:
+            X = coefficients[0] * X
+            continue
         A = X @ xp.matrix_transpose(X)
-        X = gram_polynomial(A, coefficients, xp=xp) @ X
+        B = gram_polynomial(A, coefficients, xp=xp, constant=False)
+        X = _xp.add_constant_then_matmul(B, X, coefficients[0], xp=xp)
     return X
 
 

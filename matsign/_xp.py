@@ -11,6 +11,7 @@ from __future__ import annotations
 import array_api_compat
 
 __all__ = [
+    "add_constant_then_matmul",
     "add_diagonal",
     "as_contiguous",
     "backend_name",
@@ -183,11 +184,20 @@ def _torch_baddbmm(c, a, b, *, beta, alpha):
     batch = a.shape[:-2]
     if len(batch) == 1:
         return torch.baddbmm(c, a, b, beta=beta, alpha=alpha)
-    flat = (-1, *a.shape[-2:])
-    out = torch.baddbmm(
-        c.reshape(flat), a.reshape(flat), b.reshape(-1, *b.shape[-2:]), beta=beta, alpha=alpha
-    )
+    a3, b3, c3 = (t.reshape(-1, *t.shape[-2:]) for t in (a, b, c))
+    out = torch.baddbmm(c3, a3, b3, beta=beta, alpha=alpha)
     return out.reshape((*batch, a.shape[-2], b.shape[-1]))
+
+
+def add_constant_then_matmul(b, x, value, *, xp):
+    """``(b + value * I) @ x``; ``b`` must be a temporary the caller owns.
+
+    torch fuses it as ``addmm(x, b, x, beta=value)`` (the association torch.optim.Muon
+    uses); elsewhere the diagonal of the small ``b`` is updated, no m x n temporary.
+    """
+    if array_api_compat.is_torch_namespace(xp):
+        return matmul_add(b, x, x, alpha=1.0, beta=value, xp=xp)
+    return add_diagonal(b, value, xp=xp) @ x
 
 
 def add_diagonal(a, value, *, xp):
