@@ -11,7 +11,7 @@ import math
 from typing import Any, NamedTuple
 
 from .. import _xp
-from .. import polar as _polar
+from ..polar import msign
 from ..polynomials import Schedule, preset
 from ._base import Stepper, stateless
 
@@ -486,7 +486,7 @@ def orthogonalize(*, schedule="jordan", steps=None, eps=1e-7, dtype=None, method
 
     def direction(grad, param):
         if method == "svd":
-            return _polar.msign(grad, method="svd", dtype=dtype)
+            return msign(grad, method="svd", dtype=dtype)
         return _newton_schulz(grad, polynomials, eps=eps, normalizer=schedule.normalizer,
                               dtype=dtype)
 

@@ -1,0 +1,245 @@
+"""Functional steppers on every backend, against closed forms and float64 loops written here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from matsign import optim
+from matsign._xp import to_numpy
+from matsign.optim import transforms
+
+JORDAN = (3.4445, -4.7750, 2.0315)
+
+
+def _as(backend, a):
+    """``a`` on the backend in its widest float (float32 where float64 is missing)."""
+    return backend.asarray(a, "float64" if "float64" in backend.dtypes else "float32")
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _reference_newton_schulz(G, coefficients, steps):
+    """Jordan et al.'s loop in float64 NumPy: normalise, iterate on the wide side."""
+    X = G.T if G.shape[0] > G.shape[1] else G
+    X = X / max(np.linalg.norm(X), 1e-7)
+    for _ in range(steps):
+        A = X @ X.T
+        X = coefficients[0] * X + (coefficients[1] * A + coefficients[2] * A @ A) @ X
+    return X.T if G.shape[0] > G.shape[1] else X
+
+
+def _polar_factor(G):
+    U, _, Vh = np.linalg.svd(G, full_matrices=False)
+    return U @ Vh
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6), (3, 5, 4)])
+def test_orthogonalize_matches_reference_loop(backend, shape):
+    """float32 and float64 (bfloat16 is checked against torch.optim.Muon elsewhere)."""
+    G = _rng().standard_normal(shape)
+    expected = np.stack([_reference_newton_schulz(g, JORDAN, 5)
+                         for g in G.reshape(-1, *shape[-2:])]).reshape(shape)
+    block = optim.orthogonalize(schedule=JORDAN, steps=5)
+    for dtype in ("float32", "float64"):
+        if dtype not in backend.dtypes:
+            continue
+        out, _ = block.update(backend.asarray(G, dtype), (), None)
+        assert out.dtype == backend.dtypes[dtype] and tuple(out.shape) == shape
+        atol = 1e-12 if dtype == "float64" else 3e-5
+        np.testing.assert_allclose(to_numpy(out), expected, atol=atol)
+
+
+def test_orthogonalize_svd_is_polar_factor(backend):
+    G = _rng(1).standard_normal((5, 3))
+    out, _ = optim.orthogonalize(method="svd").update(_as(backend, G), (), None)
+    np.testing.assert_allclose(to_numpy(out), _polar_factor(G), atol=1e-6)
+
+
+@pytest.mark.parametrize(("shape", "mode", "expected"), [
+    ((1024, 256), "jordan", 2.0), ((256, 1024), "jordan", 1.0),
+    ((256, 1024), "moonlight", 0.2 * 32.0), ((100, 25), "spectral", 2.0),
+    ((25, 100), "spectral", 0.5), ((7, 9), "none", 1.0),
+])
+def test_shape_scale_closed_forms(shape, mode, expected):
+    assert math.isclose(optim.shape_scale(shape, mode), expected)
+
+
+def test_shape_scale_rejects_unknown():
+    with pytest.raises(ValueError, match="update scale"):
+        optim.scale_by_shape("bogus")
+
+
+@pytest.mark.parametrize("update_scale", ["jordan", "moonlight", "spectral"])
+def test_muon_first_step_closed_form(backend, update_scale):
+    """Step 1: buffer (1-mu) g, Nesterov look-ahead a positive multiple of g -> U V^T."""
+    rng = _rng(2)
+    G, W = rng.standard_normal((8, 5)), rng.standard_normal((8, 5))
+    opt = optim.muon(0.1, weight_decay=0.3, update_scale=update_scale, method="svd")
+    u, state = opt.update(_as(backend, G), opt.init(_as(backend, W)), _as(backend, W))
+    scale = optim.shape_scale((8, 5), update_scale)
+    expected = -0.1 * (scale * _polar_factor(G) + 0.3 * W)
+    np.testing.assert_allclose(to_numpy(u), expected, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(state[0].momentum_buffer), 0.05 * G, atol=1e-7)
+
+
+def test_trace_sum_and_ema_closed_forms(backend):
+    g1, g2 = np.array([1.0, -2.0]), np.array([3.0, 0.5])
+    for ema, nesterov, expected in [
+        (False, False, 0.9 * g1 + g2),
+        (False, True, g2 + 0.9 * (0.9 * g1 + g2)),
+        (True, False, 0.9 * 0.1 * g1 + 0.1 * g2),
+        (True, True, 0.1 * g2 + 0.9 * (0.9 * 0.1 * g1 + 0.1 * g2)),
+    ]:
+        t = optim.trace(0.9, nesterov=nesterov, ema=ema)
+        s = t.init(_as(backend, g1))
+        _, s = t.update(_as(backend, g1), s, None)
+        u, _ = t.update(_as(backend, g2), s, None)
+        np.testing.assert_allclose(to_numpy(u), expected, rtol=1e-6)
+
+
+def _adamw_reference(grads, w, lr, b1, b2, eps, wd):
+    """Loshchilov and Hutter's AdamW in float64, written out."""
+    m = v = np.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        w = w * (1 - lr * wd)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        w = w - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+    return w
+
+
+def test_adamw_matches_written_out_reference(backend):
+    rng = _rng(3)
+    grads, w0 = rng.standard_normal((4, 3, 2)), rng.standard_normal((3, 2))
+    opt = optim.adamw(0.05, weight_decay=0.1)
+    w = _as(backend, w0)
+    state = opt.init(w)
+    for g in grads:
+        u, state = opt.update(_as(backend, g), state, w)
+        w = optim.apply_updates(w, u)
+    expected = _adamw_reference(grads, w0, 0.05, 0.9, 0.999, 1e-8, 0.1)
+    np.testing.assert_allclose(to_numpy(w), expected, rtol=1e-5)
+
+
+def test_lion_closed_form(backend):
+    g1, g2, w = np.array([1.0, -1.0, 2.0]), np.array([-3.0, -1.0, 0.5]), np.ones(3)
+    opt = optim.lion(0.1, weight_decay=0.5)
+    s = opt.init(_as(backend, w))
+    _, s = opt.update(_as(backend, g1), s, _as(backend, w))
+    u, _ = opt.update(_as(backend, g2), s, _as(backend, w))
+    m = 0.01 * g1  # after step 1: lerp(0, g1, 1 - 0.99)
+    expected = -0.1 * (np.sign(0.9 * m + 0.1 * g2) + 0.5 * w)
+    np.testing.assert_allclose(to_numpy(u), expected, rtol=1e-6)
+
+
+def test_cautious_weight_decay_only_where_signs_agree(backend):
+    d = optim.add_decayed_weights(0.5, cautious=True)
+    u, _ = d.update(_as(backend, [1.0, 1.0, -1.0]), (), _as(backend, [2.0, -2.0, -4.0]))
+    np.testing.assert_allclose(to_numpy(u), [2.0, 1.0, -3.0])
+
+
+def test_cautious_mask_rescales_kept_entries(backend):
+    c = optim.cautious(optim.scale(1.0))
+    g = np.array([[1.0, -1.0], [1.0, 1.0]])
+    u, _ = c.update(_as(backend, g), c.init(_as(backend, g)), None)
+    np.testing.assert_allclose(to_numpy(u), g * 4 / 5)  # all four agree: 4 / (4 + 1)
+
+
+def test_learning_rate_schedule_counts_steps(backend):
+    s = optim.scale_by_learning_rate(lambda step: 1.0 / (1.0 + step))
+    state = s.init(_as(backend, [0.0]))
+    seen = []
+    for _ in range(3):
+        u, state = s.update(_as(backend, [2.0]), state, None)
+        seen.append(float(to_numpy(u)[0]))
+    assert seen == pytest.approx([-2.0, -1.0, -2.0 / 3.0])
+
+
+def _model_params(rng):
+    shapes = {"embed.weight": (10, 4), "l1.weight": (4, 6), "l2.weight": (4, 6),
+              "l1.bias": (4,), "conv.weight": (4, 2, 3, 3), "head.weight": (3, 4)}
+    return {k: rng.standard_normal(s) for k, s in shapes.items()}
+
+
+def _steppers():
+    return {"muon": optim.muon(0.1, weight_decay=0.01), "adamw": optim.adamw(0.01)}
+
+
+def test_multi_equals_per_parameter_application(backend, monkeypatch):
+    rng = _rng(4)
+    host = _model_params(rng)
+    grads = {k: rng.standard_normal(p.shape) for k, p in host.items()}
+    params = {k: _as(backend, p) for k, p in host.items()}
+    labels = optim.route(params)
+    calls = []
+    real = transforms._newton_schulz
+    monkeypatch.setattr(transforms, "_newton_schulz",
+                        lambda G, *a, **k: calls.append(tuple(G.shape)) or real(G, *a, **k))
+    step = optim.multi(_steppers(), labels)
+    updates, _ = step.update({k: _as(backend, g) for k, g in grads.items()},
+                             step.init(params), params)
+    assert sorted(calls) == [(2, 4, 6), (4, 18)]  # l1+l2 stacked; conv flattened to 4 x 18
+    for key, p in params.items():
+        single = _steppers()[labels[key]]
+        view = optim.matrix_shape(p.shape, "flatten")
+        g = backend.xp.reshape(_as(backend, grads[key]), view)
+        q = backend.xp.reshape(p, view)
+        u, _ = single.update(g, single.init(q), q)
+        np.testing.assert_allclose(to_numpy(updates[key]), to_numpy(u).reshape(p.shape),
+                                   atol=1e-6)
+
+
+def test_route_labels():
+    labels = optim.route(_model_params(_rng()), other="lion")
+    assert labels == {"embed.weight": "lion", "l1.weight": "muon", "l2.weight": "muon",
+                      "l1.bias": "lion", "conv.weight": "muon", "head.weight": "lion"}
+
+
+def test_batch_reshape_scales_per_matrix(backend):
+    """A (heads, m, n) parameter with reshape='batch': scale from m x n, per head."""
+    G = _rng(5).standard_normal((3, 8, 2))
+    step = optim.multi(optim.muon(1.0, method="svd"), reshape="batch")
+    p = [_as(backend, np.zeros_like(G))]
+    u, _ = step.update([_as(backend, G)], step.init(p), p)
+    expected = -2.0 * np.stack([_polar_factor(g) for g in G])
+    np.testing.assert_allclose(to_numpy(u[0]), expected, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_nonfinite_skip_leaves_state_and_params(backend, bad):
+    rng = _rng(6)
+    params = [_as(backend, rng.standard_normal((3, 3))), _as(backend, rng.standard_normal(3))]
+    step = optim.multi({"muon": optim.muon(0.1), "adamw": optim.adamw(0.1)}, optim.route(params))
+    state = step.init(params)
+    good = [_as(backend, np.ones((3, 3))), _as(backend, np.ones(3))]
+    _, state = step.update(good, state, params)
+    bad_grads = [_as(backend, np.ones((3, 3))), _as(backend, np.array([1.0, bad, 1.0]))]
+    updates, new_state = step.update(bad_grads, state, params)
+    for u in updates:
+        assert np.all(to_numpy(u) == 0.0)
+    for a, b in zip(_leaves(state.states), _leaves(new_state.states), strict=True):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+def _leaves(state):
+    if isinstance(state, tuple):
+        return [leaf for part in state for leaf in _leaves(part)]
+    return [state]
+
+
+def test_nonfinite_raise(backend):
+    params = [_as(backend, np.ones((2, 2)))]
+    step = optim.multi(optim.muon(0.1), nonfinite="raise")
+    with pytest.raises(ValueError, match="non-finite"):
+        step.update([_as(backend, np.array([[1.0, np.nan], [0.0, 1.0]]))],
+                    step.init(params), params)
+
+
+def test_unknown_nonfinite_policy():
+    with pytest.raises(ValueError, match="nonfinite"):
+        optim.multi(optim.adamw(), nonfinite="hope")
