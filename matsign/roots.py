@@ -323,7 +323,7 @@ def _iteration_options(tol, max_iter, check_every, A, dtype, name, *, xp):
     """Defaults and range checks of ``tol``, ``max_iter`` and ``check_every``."""
     if tol is None:
         work = _xp.compute_dtype(dtype, A.dtype, xp)
-        tol = math.sqrt(A.shape[-1]) * float(xp.finfo(work).eps)
+        tol = math.sqrt(max(A.shape[-1], 1)) * float(xp.finfo(work).eps)
     max_iter = DEFAULT_MAX_ITER if max_iter is None else max_iter
     if not (math.isfinite(tol) and tol > 0):
         msg = f"{name}: tol must be a finite number > 0; got tol={tol!r}"
