@@ -394,9 +394,9 @@ def _power_eigh(A, alpha, reg, *, name, dtype, xp):
 
 
 def _eigh(S, name, *, xp):
-    """``xp.linalg.eigh(S)``, retried once in float64 if it fails in a narrower dtype."""
+    """``eigh(S)``, retried once in float64 if it fails in a narrower dtype."""
     try:
-        w, U = xp.linalg.eigh(S)
+        w, U = _xp.eigh(S, xp=xp)
         failure = None if bool(xp.all(xp.isfinite(w))) else "non-finite eigenvalues"
     except (ValueError, RuntimeError) as exc:  # numpy's LinAlgError, torch's _LinAlgError
         failure = exc
