@@ -53,6 +53,13 @@ class _StepperOptimizer(torch.optim.Optimizer):
         """The stepper for ``group``'s current hyperparameters."""
         raise NotImplementedError
 
+    def __setstate__(self, state):
+        """Fill options a loaded state dict lacks (e.g. one saved by torch.optim) with defaults."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+
     @torch.no_grad()
     def step(self, closure=None):
         """Perform one optimization step.
