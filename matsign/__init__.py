@@ -3,8 +3,9 @@
 ``import matsign`` imports no torch, cupy or jax; the backend is the caller's arrays.
 """
 
-from . import polynomials
+from . import duality, kron, polynomials
 from ._iterations import ConvergenceError
+from .duality import dualize
 from .polar import msign, newton_schulz, orthogonality_error, polar
 from .roots import inverse_root, matrix_root, psd_power
 
@@ -13,7 +14,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvergenceError",
     "__version__",
+    "duality",
+    "dualize",
     "inverse_root",
+    "kron",
     "matrix_root",
     "msign",
     "newton_schulz",
