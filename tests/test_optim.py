@@ -243,3 +243,80 @@ def test_nonfinite_raise(backend):
 def test_unknown_nonfinite_policy():
     with pytest.raises(ValueError, match="nonfinite"):
         optim.multi(optim.adamw(), nonfinite="hope")
+
+
+def test_shampoo_first_step_is_the_polar_factor(backend):
+    """(G G^T)^-1/4 G (G^T G)^-1/4 = U V^T; G G^T is singular: pseudo-inverse roots."""
+    G = _rng(7).standard_normal((5, 3))
+    s = optim.scale_by_shampoo(b1=0.0, graft=False, root_eps=0.0, rank_rtol=1e-5)
+    d, _ = s.update(_as(backend, G), s.init(_as(backend, G)), _as(backend, G))
+    np.testing.assert_allclose(to_numpy(d), _polar_factor(G), atol=2e-4)
+
+
+def test_shampoo_adam_before_start_and_roots_every_k(backend):
+    rng = _rng(8)
+    grads = rng.standard_normal((5, 4, 3))
+    s = optim.scale_by_shampoo(start=3, every=2, graft=False)
+    W = _as(backend, np.zeros((4, 3)))
+    state = s.init(W)
+    adam = optim.scale_by_adam()
+    adam_state = adam.init(W)
+    kept = []
+    for t, g in enumerate(grads, start=1):
+        d, state = s.update(_as(backend, g), state, W)
+        a, adam_state = adam.update(_as(backend, g), adam_state, W)
+        if t < 3:
+            np.testing.assert_allclose(to_numpy(d), to_numpy(a), rtol=1e-4)
+        kept.append(to_numpy(state.preconditioners.matrices[0]))
+    assert np.all(kept[1] == 0) and np.any(kept[2] != 0)  # first roots at the start step
+    np.testing.assert_array_equal(kept[2], kept[3])       # held between recomputations
+    assert np.any(kept[4] != kept[3])
+
+
+def test_soap_first_step_only_sets_up_the_bases(backend):
+    G = _as(backend, _rng(9).standard_normal((4, 6)))
+    s = optim.scale_by_soap()
+    d, state = s.update(G, s.init(G), G)
+    assert np.all(to_numpy(d) == 0) and np.all(to_numpy(state.exp_avg) == 0)
+
+
+def test_soap_is_adam_in_the_refreshed_basis(backend):
+    """Written-out SOAP in float64 (eigh at step 1, QR refresh every 2 Adam steps)."""
+    rng = _rng(10)
+    grads = rng.standard_normal((7, 3, 4))
+    s = optim.scale_by_soap(every=2)
+    W = _as(backend, np.zeros((3, 4)))
+    state = s.init(W)
+    got = []
+    for g in grads:
+        d, state = s.update(_as(backend, g), state, W)
+        got.append(to_numpy(d))
+    np.testing.assert_allclose(np.stack(got), _soap_reference(grads, every=2), atol=1e-4)
+
+
+def _soap_reference(grads, every, b1=0.95, b2=0.95, eps=1e-8, beta=0.95):
+    m = np.zeros(grads.shape[1:])
+    v = np.zeros(grads.shape[1:])
+    L, R = (1 - beta) * grads[0] @ grads[0].T, (1 - beta) * grads[0].T @ grads[0]
+    QL, QR = (np.linalg.eigh(F)[1][:, ::-1] for F in (L, R))
+    out = [np.zeros(grads.shape[1:])]
+    for t, g in enumerate(grads[1:], start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * (QL.T @ g @ QR) ** 2
+        rot = QL.T @ (m / (1 - b1**t)) @ QR / (np.sqrt(v / (1 - b2**t)) + eps)
+        out.append(QL @ rot @ QR.T)
+        L, R = beta * L + (1 - beta) * g @ g.T, beta * R + (1 - beta) * g.T @ g
+        if t % every == 0:
+            new = []
+            for axis, (F, Q) in enumerate(((L, QL), (R, QR))):
+                order = np.argsort(-np.diag(Q.T @ F @ Q), kind="stable")
+                v = np.take(v, order, axis=axis)
+                new.append(np.linalg.qr(F @ Q[:, order])[0])
+            QL, QR = new
+    return np.stack(out)
+
+
+def test_multi_does_not_stack_shampoo(backend):
+    params = [_as(backend, np.eye(3)), _as(backend, np.eye(3))]
+    step = optim.multi(optim.shampoo(0.1))
+    assert [keys for _, keys in step.init(params).groups] == [(0,), (1,)]

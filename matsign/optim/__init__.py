@@ -2,9 +2,10 @@
 
 Building blocks (`trace`, `scale_by_adam`, `scale_by_lion`, `orthogonalize`,
 `add_decayed_weights`, `cautious`, `scale_by_shape`, `scale_by_learning_rate`) compose
-with `chain` into `muon`, `adamw` and `lion`; `multi` applies steppers to a list or dict
-of parameters, stacking same-shape matrices into one batched orthogonalisation, and
-`route` labels parameters for Muon or AdamW/Lion. ``matsign.optim.torch`` (imported
+with `chain` into `muon`, `adamw`, `lion`, `shampoo` and `soap`; `multi` applies
+steppers to a list or dict of parameters, stacking same-shape matrices into one
+batched orthogonalisation, and `route` labels parameters for Muon or AdamW/Lion.
+``matsign.optim.torch`` (imported
 on demand; it needs torch) wraps them as ``torch.optim.Optimizer`` subclasses.
 """
 
@@ -20,6 +21,7 @@ from ._base import (
 )
 from .alias import adamw, lion
 from .muon import muon, route
+from .shampoo import ShampooState, SOAPState, scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
     AdamState,
     AMSGradState,
@@ -46,6 +48,8 @@ __all__ = [
     "EmptyState",
     "LionState",
     "MultiState",
+    "SOAPState",
+    "ShampooState",
     "Stepper",
     "TraceState",
     "adamw",
@@ -63,7 +67,11 @@ __all__ = [
     "scale_by_adam",
     "scale_by_learning_rate",
     "scale_by_lion",
+    "scale_by_shampoo",
     "scale_by_shape",
+    "scale_by_soap",
+    "shampoo",
     "shape_scale",
+    "soap",
     "trace",
 ]

@@ -37,6 +37,9 @@ class Stepper(NamedTuple):
         ``init(param) -> state``, a NamedTuple of arrays shaped after ``param``.
     update : callable
         ``update(grad, state, param) -> (update, new_state)``; nothing is mutated.
+    stackable : bool, default True
+        Whether a stack of same-shape parameters (a new first axis) may be passed as
+        one array; False for steppers that treat every axis as a tensor mode (Shampoo).
 
     Examples
     --------
@@ -52,6 +55,7 @@ class Stepper(NamedTuple):
 
     init: Callable[[Any], Any]
     update: Callable[[Any, Any, Any], tuple[Any, Any]]
+    stackable: bool = True
 
 
 class EmptyState(NamedTuple):
@@ -111,7 +115,7 @@ def chain(*steppers):
             new_state.append(inner)
         return grad, tuple(new_state)
 
-    return Stepper(init, update)
+    return Stepper(init, update, all(s.stackable for s in steppers))
 
 
 def apply_updates(params, updates):
@@ -203,6 +207,8 @@ def keep_if(flag, new, old, *, xp):
     -------
     Same structure as ``new``.
     """
+    if new is None or isinstance(new, (bool, int, float, str)):
+        return new  # static parts of a state (layouts, skipped modes)
     if isinstance(new, tuple):
         parts = [keep_if(flag, n, o, xp=xp) for n, o in zip(new, old, strict=True)]
         return type(new)(*parts) if hasattr(new, "_fields") else tuple(parts)
@@ -273,13 +279,13 @@ def matrix_shape(shape, reshape):
     return (shape[0], math.prod(shape[1:]))
 
 
-def _group_keys(items, labels, reshape):
+def _group_keys(items, pick, reshape):
     groups = {}
     for key, p in items:
-        label = labels(key, p)
+        label = pick.label(key, p)
         shape = matrix_shape(p.shape, reshape)
         # only matrices are stacked: a stack of higher-order arrays would be ambiguous
-        tag = (key,) if len(shape) != 2 else ()
+        tag = (key,) if len(shape) != 2 or not pick.stepper(label).stackable else ()
         signature = (label, shape, str(p.dtype), str(_xp.device(p)), *tag)
         groups.setdefault(signature, []).append(key)
     return tuple((sig[0], tuple(keys)) for sig, keys in groups.items())
@@ -355,7 +361,7 @@ def multi(steppers, labels=None, *, reshape="flatten", nonfinite="skip"):
     def init(params):
         items = _as_items(params)
         lookup = dict(items)
-        groups = _group_keys(items, pick.label, reshape)
+        groups = _group_keys(items, pick, reshape)
         xp = _xp.namespace(*lookup.values())
         states = []
         for label, keys in groups:

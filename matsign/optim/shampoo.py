@@ -1,0 +1,302 @@
+"""Shampoo and SOAP on `matsign.kron`: Kronecker-factored preconditioning of any order."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .. import _xp, kron
+from ._base import Stepper, chain
+from .transforms import _lerp, _zeros_count, add_decayed_weights, scale_by_learning_rate
+
+__all__ = ["SOAPState", "ShampooState", "scale_by_shampoo", "scale_by_soap", "shampoo", "soap"]
+
+
+class ShampooState(NamedTuple):
+    """State of `scale_by_shampoo`.
+
+    Attributes
+    ----------
+    step : array
+        0-d step count.
+    factors : matsign.kron.KronState
+        Factor statistics.
+    preconditioners : matsign.kron.Preconditioners
+        The inverse roots last computed (zeros before ``start``).
+    exp_avg, exp_avg_sq : array
+        Adam's moments: the first is what Shampoo preconditions, both give the
+        grafted step length.
+    """
+
+    step: Any
+    factors: Any
+    preconditioners: Any
+    exp_avg: Any
+    exp_avg_sq: Any
+
+
+def _host_step(step):
+    """The step count as a Python int: one host sync per step, documented."""
+    return int(_xp.to_numpy(step))
+
+
+def _adam(grad, step, m, v, b1, b2, eps, xp):
+    """Adam's moments and bias-corrected direction, ``step`` counted from 1."""
+    m = _lerp(m, grad, 1.0 - b1)
+    v = b2 * v + (1.0 - b2) * (grad * grad)
+    m_hat = m / (1.0 - b1**step)
+    return m, v, m_hat, m_hat / (xp.sqrt(v / (1.0 - b2**step)) + eps)
+
+
+def _norm(x, xp):
+    return xp.sqrt(xp.sum(x * x))
+
+
+def scale_by_shampoo(
+    *, b1=0.9, b2=0.999, eps=1e-8, beta=None, every=10, start=1, max_dim=None,
+    max_precond_dim=None, exponents=None, root_eps=1e-6, root_eps_mode="relative",
+    rank_rtol=None, graft=True, root_method="auto",
+):
+    """Shampoo's direction, grafted onto Adam's step length.
+
+    Parameters
+    ----------
+    b1, b2, eps : float
+        Adam's moments (``b1`` is also the momentum Shampoo preconditions).
+    beta : float, optional
+        Factor statistics: None sums ``G G^T`` (original Shampoo), a float keeps an EMA.
+    every : int, default 10
+        Recompute the inverse roots every ``every`` steps.
+    start : int, default 1
+        First step that uses Shampoo; before it the direction is Adam's.
+    max_dim, max_precond_dim, exponents
+        Blocking and per-mode powers, see `matsign.kron.kron_layout` and
+        `matsign.kron.preconditioners` (default ``-1/(2k)``: ``L^-1/4 . R^-1/4``).
+    root_eps, root_eps_mode, rank_rtol, root_method
+        The regularisation of `matsign.roots.inverse_root`: a ridge ``root_eps`` relative
+        to each factor's largest eigenvalue by default; ``rank_rtol`` pseudo-inverts.
+    graft : bool, default True
+        Rescale Shampoo's direction to the Frobenius norm of Adam's (layer-wise
+        grafting), so the learning rate is Adam's. False returns it unscaled.
+
+    Returns
+    -------
+    Stepper
+        State `ShampooState`; not stackable (every axis is a tensor mode).
+
+    Notes
+    -----
+    Reading the step count to decide when to recompute is one host sync per step.
+
+    References
+    ----------
+    Gupta, Koren and Singer, Shampoo (arXiv:1802.09568); Anil et al., Scalable
+    Second Order Optimization (arXiv:2002.09018) for grafting and the start step.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import msign, optim
+    >>> s = optim.scale_by_shampoo(b1=0.0, graft=False, root_eps=0.0)
+    >>> G = np.array([[2.0, 1.0], [0.0, 1.0]])
+    >>> d, _ = s.update(G, s.init(G), G)   # first step: (G G^T)^-1/4 G (G^T G)^-1/4
+    >>> bool(np.allclose(d, msign(G)))
+    True
+    """
+    root_options = {"eps": root_eps, "eps_mode": root_eps_mode, "rank_rtol": rank_rtol,
+                    "method": root_method}
+
+    def init(param):
+        xp = _xp.namespace(param)
+        factors = kron.init_factors(param, max_dim=max_dim, max_precond_dim=max_precond_dim)
+        zeros = kron.Preconditioners(
+            tuple(None if F is None else xp.zeros_like(F) for F in factors.factors),
+            factors.layout)
+        return ShampooState(_zeros_count(param), factors, zeros, xp.zeros_like(param),
+                            xp.zeros_like(param))
+
+    def update(grad, state, param):
+        xp = _xp.namespace(grad)
+        step = state.step + 1.0
+        t = _host_step(step)
+        factors = kron.update_factors(grad, state.factors, beta=beta)
+        m, v, m_hat, adam = _adam(grad, t, state.exp_avg, state.exp_avg_sq, b1, b2, eps, xp)
+        pre = state.preconditioners
+        if t >= start and (t - start) % every == 0:
+            pre = kron.preconditioners(factors, exponents=exponents, xp=xp, **root_options)
+        new = ShampooState(step, factors, pre, m, v)
+        if t < start:
+            return adam, new
+        direction = kron.precondition(m_hat, pre, xp=xp)
+        if graft:
+            norm = _norm(direction, xp)
+            direction = direction * (_norm(adam, xp) / xp.where(norm > 0, norm, xp.ones_like(norm)))
+        return direction, new
+
+    return Stepper(init, update, stackable=False)
+
+
+class SOAPState(NamedTuple):
+    """State of `scale_by_soap`: step, factors, eigenbases, Adam's moments.
+
+    ``exp_avg`` lives in the parameter's coordinates, ``exp_avg_sq`` in the
+    eigenbases (blocked shape, see `matsign.kron.project`).
+    """
+
+    step: Any
+    factors: Any
+    bases: Any
+    exp_avg: Any
+    exp_avg_sq: Any
+
+
+def scale_by_soap(*, b1=0.95, b2=0.95, eps=1e-8, beta=0.95, every=10, max_dim=None,
+                  max_precond_dim=None):
+    """SOAP's direction: Adam run in the eigenbases of Shampoo's factors.
+
+    Parameters
+    ----------
+    b1, b2, eps : float
+        Adam's moments (the paper's defaults 0.95, 0.95).
+    beta : float, default 0.95
+        EMA of the factor statistics.
+    every : int, default 10
+        Refresh the eigenbases every ``every`` steps (one power iteration and a QR,
+        `matsign.kron.refresh_eigenbases`); the first step takes a full eigh.
+    max_dim, max_precond_dim
+        Blocking, see `matsign.kron.kron_layout`.
+
+    Returns
+    -------
+    Stepper
+        State `SOAPState`; not stackable.
+
+    Notes
+    -----
+    The first step only builds the factors and their eigenbases (its direction is 0,
+    as in the reference code: Adam on a gradient in its own singular bases would
+    turn rounding-level off-diagonal entries into full-size signs). Then per step:
+    ``m <- lerp(m, g, 1 - b1)``; ``v <- b2 v + (1 - b2) (Q^T g)^2`` in the rotated
+    coordinates; direction ``Q (Q^T m_hat / (sqrt(v_hat) + eps))``; the factors take
+    ``g`` and, every ``every`` Adam steps, the bases are refreshed and ``v`` permuted
+    to follow their columns. The step count is read on the host (one sync per step).
+
+    References
+    ----------
+    Vyas et al., SOAP: Improving and Stabilizing Shampoo using Adam (arXiv:2409.11321).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> s = optim.scale_by_soap()
+    >>> G = np.array([[2.0, 1.0], [0.0, 1.0]])
+    >>> d, state = s.update(G, s.init(G), G)   # the first step sets up the bases
+    >>> d
+    array([[0., 0.],
+           [0., 0.]])
+    >>> d, state = s.update(G, state, G)       # G in its own singular bases: U V^T
+    >>> bool(np.allclose(d @ d.T, np.eye(2), atol=1e-6))
+    True
+    """
+
+    def init(param):
+        xp = _xp.namespace(param)
+        factors = kron.init_factors(param, max_dim=max_dim, max_precond_dim=max_precond_dim)
+        bases = kron.eigenbases(factors)
+        rotated = kron.project(param, bases)
+        return SOAPState(_zeros_count(param), factors, bases, xp.zeros_like(param),
+                         xp.zeros_like(rotated))
+
+    def update(grad, state, param):
+        xp = _xp.namespace(grad)
+        step = state.step + 1.0
+        t = _host_step(step)
+        if t == 1:  # the first gradient only sets up the bases, as the reference code
+            factors = kron.update_factors(grad, state.factors, beta=beta)
+            bases = kron.eigenbases(factors, xp=xp)
+            new = SOAPState(step, factors, bases, state.exp_avg, state.exp_avg_sq)
+            return xp.zeros_like(grad), new
+        bases, tau = state.bases, t - 1  # Adam steps taken so far, this one included
+        rotated = kron.project(grad, bases, xp=xp)
+        m = _lerp(state.exp_avg, grad, 1.0 - b1)
+        v = b2 * state.exp_avg_sq + (1.0 - b2) * (rotated * rotated)
+        m_rot = kron.project(m, bases, xp=xp) / (1.0 - b1**tau)
+        direction = kron.unproject(m_rot / (xp.sqrt(v / (1.0 - b2**tau)) + eps), bases, xp=xp)
+        factors = kron.update_factors(grad, state.factors, beta=beta)
+        if tau % every == 0:
+            bases, orders = kron.refresh_eigenbases(factors, bases, xp=xp)
+            v = _permute(v, orders, xp)
+        return direction, SOAPState(step, factors, bases, m, v)
+
+    return Stepper(init, update, stackable=False)
+
+
+def _permute(v, orders, xp):
+    """Reorder the rotated second moment along each block axis to follow the bases."""
+    k = len(orders)
+    for i, order in enumerate(orders):
+        if order is None:
+            continue
+        axis = v.ndim - k + i
+        shape = [1] * v.ndim
+        shape[: v.ndim - k] = v.shape[: v.ndim - k]
+        shape[axis] = v.shape[axis]
+        index = xp.broadcast_to(xp.reshape(order, tuple(shape)), v.shape)
+        v = xp.take_along_axis(v, index, axis=axis)
+    return v
+
+
+def shampoo(learning_rate=1e-3, *, weight_decay=0.0, **options):
+    """Shampoo with Adam grafting and decoupled weight decay.
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 1e-3
+        Adam's learning rate (the direction is grafted onto Adam's step length).
+    weight_decay : float, default 0.0
+        Decoupled weight decay.
+    **options
+        Passed to `scale_by_shampoo`.
+
+    Returns
+    -------
+    Stepper
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> opt = optim.shampoo(0.1)
+    >>> W = np.eye(2)
+    >>> u, state = opt.update(np.ones((2, 2)), opt.init(W), W)
+    """
+    return chain(scale_by_shampoo(**options), add_decayed_weights(weight_decay),
+                 scale_by_learning_rate(learning_rate))
+
+
+def soap(learning_rate=3e-3, *, weight_decay=0.0, **options):
+    """SOAP with decoupled weight decay.
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 3e-3
+        Learning rate.
+    weight_decay : float, default 0.0
+        Decoupled weight decay.
+    **options
+        Passed to `scale_by_soap`.
+
+    Returns
+    -------
+    Stepper
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign import optim
+    >>> opt = optim.soap(0.01)
+    >>> W = np.eye(3)
+    >>> u, state = opt.update(np.ones((3, 3)), opt.init(W), W)
+    """
+    return chain(scale_by_soap(**options), add_decayed_weights(weight_decay),
+                 scale_by_learning_rate(learning_rate))
