@@ -207,7 +207,7 @@ def keep_if(flag, new, old, *, xp):
     -------
     Same structure as ``new``.
     """
-    if new is None or isinstance(new, (bool, int, float, str)):
+    if new is None or type(new) in (bool, int, float, str):  # not NumPy's float64 scalars
         return new  # static parts of a state (layouts, skipped modes)
     if isinstance(new, tuple):
         parts = [keep_if(flag, n, o, xp=xp) for n, o in zip(new, old, strict=True)]
