@@ -25,6 +25,7 @@ __all__ = [
     "matmul_add",
     "namespace",
     "result_dtype",
+    "svd",
     "symmetric_square_add",
     "to_numpy",
 ]
@@ -251,6 +252,27 @@ def backend_namespace(name):
     import importlib
 
     return importlib.import_module(f"array_api_compat.{name}")
+
+
+def svd(a, *, xp):
+    """Reduced SVD ``U, S, Vh`` of the matrices ``a``, batched; S descending.
+
+    As in `eigh`, NumPy float32 input goes through SciPy's true float32 LAPACK path
+    (``gesdd``) when SciPy is installed: NumPy's own computes it in float64.
+    """
+    if array_api_compat.is_numpy_namespace(xp) and a.dtype == xp.float32:
+        try:
+            import scipy.linalg
+        except ImportError:
+            return xp.linalg.svd(a, full_matrices=False)
+        flat = a.reshape((-1, *a.shape[-2:]))
+        triples = [scipy.linalg.svd(m, full_matrices=False, check_finite=False) for m in flat]
+        k = min(a.shape[-2:])
+        U = xp.stack([t[0] for t in triples]).reshape((*a.shape[:-1], k))
+        S = xp.stack([t[1] for t in triples]).reshape((*a.shape[:-2], k))
+        Vh = xp.stack([t[2] for t in triples]).reshape((*a.shape[:-2], k, a.shape[-1]))
+        return U, S, Vh
+    return xp.linalg.svd(a, full_matrices=False)
 
 
 def eigh(a, *, xp):

@@ -269,7 +269,7 @@ def _msign_svd(G, *, rank_rtol, dtype, xp):
     X = xp.astype(G, work) if G.dtype != work else G
     bad = ~xp.all(xp.isfinite(X), axis=(-2, -1), keepdims=True)
     X = xp.where(bad, 0.0, X)
-    U, S, Vh = xp.linalg.svd(X, full_matrices=False)
+    U, S, Vh = _xp.svd(X, xp=xp)
     if rank_rtol is None:
         rank_rtol = xp.finfo(work).eps * max(G.shape[-2:])
     keep = S > rank_rtol * S[..., :1]
