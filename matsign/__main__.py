@@ -41,7 +41,21 @@ def _add_design(subparsers):
     parser.set_defaults(run=_design.run)
 
 
-SUBCOMMANDS = (_add_compare, _add_design)
+def _add_train_demo(subparsers):
+    """``train-demo``: an MLP on scikit-learn's digits with AdamW, Muon, Shampoo and SOAP."""
+    from .optim import _demo  # imports torch and scikit-learn only when run
+
+    parser = subparsers.add_parser(
+        "train-demo",
+        help="train a small MLP on scikit-learn's digits with AdamW, Muon, Shampoo, SOAP",
+        description=_demo.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _demo.add_arguments(parser)
+    parser.set_defaults(run=_demo.run)
+
+
+SUBCOMMANDS = (_add_compare, _add_design, _add_train_demo)
 
 
 def build_parser():

@@ -14,6 +14,15 @@ from matsign.optim.torch import AdamW, Lion, Muon  # noqa: E402
 STEPS = 50
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matrices on shared cores: threading only adds contention (restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(bias=False):
     torch.manual_seed(0)
     layers = [torch.nn.Linear(12, 24, bias=bias), torch.nn.Tanh(),
@@ -203,3 +212,16 @@ def test_import_matsign_optim_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_train_demo_runs_and_learns(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from matsign.__main__ import main
+
+    args = ["train-demo", "--steps", "40", "--optimizers", "adamw,muon,shampoo,soap", "--json"]
+    assert main(args) == 0
+    import json
+
+    results = json.loads(capsys.readouterr().out)
+    assert set(results) == {"adamw", "muon", "shampoo", "soap"}
+    assert all(r["test_accuracy"] > 0.5 for r in results.values())  # chance is 0.1
