@@ -474,7 +474,8 @@ def _newton_root(A, p, *, inverse, reg, tol, max_iter, check_every, dtype, name,
         X, scale = Y, xp.astype(z, wide) ** (1.0 / p)
     else:  # B^(1/p) = z^(-1/p) M M^(-(p-1)/p)
         X, scale = M @ _matrix_power(Y, p - 1, xp=xp), xp.astype(z, wide) ** (-1.0 / p)
-    return _cast(_cast(X, wide, xp=xp) * scale, A.dtype, xp=xp)
+    X = _symmetrise(_cast(X, wide, xp=xp), xp=xp)  # drops the antisymmetric part of the error
+    return _cast(X * scale, A.dtype, xp=xp)
 
 
 def _ridged(A, reg, wide, *, xp):
