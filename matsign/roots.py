@@ -23,6 +23,7 @@ EPS_MODES = ("absolute", "relative")
 DEFAULT_MAX_ITER = 100
 LANCZOS_STEPS = 48  # Ritz estimate of lambda_max for a relative ridge on the "newton" path
 SWITCH_RESIDUAL = 0.5  # ||M - I||_F below which the iteration carries E = M - I instead of M
+GROWTH = 1.01  # a residual this much above the last one means divergence (rounding is far below)
 
 
 class _Regularisation(NamedTuple):
@@ -120,13 +121,15 @@ def inverse_root(
 
     ``T_k = ((p + 1) I - M_k) / p``,  ``X_{k+1} = X_k T_k``,  ``M_{k+1} = T_k^p M_k``,
 
-    so ``M_k = X_k^p M_0 -> I`` and ``X_k z^(1/p) -> A^(-1/p)``. Once
+    so ``M_k = X_k^p M_0 -> I`` and ``X_k z^(1/p) -> A^(-1/p)``. After the first step
+    every eigenvalue of ``M_k`` lies in ``(0, 1]`` and moves monotonically to 1, so the
+    residual ``||M_k - I||_F`` never grows: a growing residual means an indefinite (or
+    non-finite) input and raises at once; a singular one stalls until ``max_iter``. Once
     ``||M_k - I||_F <= 1/2`` the iteration carries ``E_k = M_k - I`` instead, which
     keeps the residual exact in low precision. Each iteration costs about
-    ``log2(p) + 2`` matrix products. Singular or indefinite ``A`` makes it stall or
-    diverge, which raises; in a compute dtype with epsilon ``u``, ``A + ridge`` needs a
-    condition number well below ``1 / u``. Non-finite input is detected at the first
-    residual test, so the iteration has no host synchronisation between tests.
+    ``log2(p) + 2`` matrix products. In a compute dtype with epsilon ``u``, ``A + ridge``
+    needs a condition number well below ``1 / u``. Non-finite input is detected at the
+    first residual test, so the iteration has no host synchronisation between tests.
 
     References
     ----------
@@ -448,9 +451,9 @@ def _raise_if_indefinite(w, scale, level, name, *, xp):
 def _raise_if_singular(shifted, smallest, scale, level, name, *, xp):
     if bool(xp.any(shifted <= smallest)):
         ratio = float(xp.min(shifted / xp.where(scale > 0, scale, 1.0)))
-        msg = (f"{name}: A is singular to working precision (an eigenvalue of {ratio:.3g} * "
-               f"||A||_2, rounding level {level:.2g}); regularise with eps > 0 (a ridge) or "
-               "rank_rtol (a pseudo-inverse)")
+        msg = (f"{name}: A is singular to working precision (smallest eigenvalue {ratio:.2g} "
+               f"* ||A||_2, at or below the rounding level {level:.2g} * ||A||_2); regularise "
+               "with eps > 0 (a ridge) or rank_rtol (a pseudo-inverse)")
         raise ValueError(msg)
 
 
@@ -489,7 +492,7 @@ def _ridged(A, reg, wide, *, xp):
 
 def _inverse_root_newton(M, p, *, tol, max_iter, check_every, name, xp):
     """``M^(-1/p)`` for eigenvalues of ``M`` in (0, (p + 1) / 2]; see `inverse_root`."""
-    M0, X, E = M, None, None
+    M0, X, E, previous = M, None, None, math.inf
     for step in range(1, max_iter + 1):
         if E is None:
             T = _xp.add_diagonal(M * (-1.0 / p), (p + 1.0) / p, xp=xp)  # ((p + 1) I - M) / p
@@ -504,10 +507,11 @@ def _inverse_root_newton(M, p, *, tol, max_iter, check_every, name, xp):
         residual = _residual(M, xp=xp) if E is None else _residual(E, shift=0.0, xp=xp)
         if residual <= tol:
             return X
-        if not math.isfinite(residual):
+        if not residual <= GROWTH * previous:  # also NaN; never happens for SPD input
             _raise_diverged(M0, name, step, xp=xp)
         if E is None and residual <= SWITCH_RESIDUAL:
             E = _xp.add_diagonal(M, -1.0, xp=xp)  # M is a fresh product: updated in place
+        previous = residual
     msg = (f"{name}(method='newton') did not reach tol={tol:.3g} in max_iter={max_iter} "
            f"iterations (residual ||M - I||_F = {residual:.3g}). A + ridge may be singular, "
            "indefinite or too ill-conditioned for the compute dtype: add a ridge (eps), "
