@@ -272,6 +272,9 @@ def _root(A, p, *, inverse, name, method, reg, tol, max_iter, check_every, dtype
         p = _newton_options(p, reg, name)
         tol, max_iter, check_every = _iteration_options(tol, max_iter, check_every, A, dtype,
                                                         name, xp=xp)
+    elif tol is not None or max_iter is not None:
+        msg = f"{name}: tol and max_iter apply to method='newton', not {method!r}"
+        raise ValueError(msg)
     if _is_empty(A):
         return xp.zeros(A.shape, dtype=A.dtype, device=_xp.device(A))
     if method == "eigh":
@@ -363,14 +366,17 @@ def _check_finite(A, name, *, xp):
 
 
 def _is_empty(A):
+    """Whether ``A`` has no elements (any axis of length 0)."""
     return any(int(d) == 0 for d in A.shape)
 
 
 def _cast(x, dtype, *, xp):
+    """``x`` in ``dtype``, without a copy when it already is."""
     return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
 def _symmetrise(A, *, xp):
+    """``(A + A^T) / 2``, a new array."""
     return (A + xp.matrix_transpose(A)) * 0.5
 
 
@@ -388,7 +394,7 @@ def _has_float64(A, xp):
 def _power_eigh(A, alpha, reg, *, name, dtype, xp):
     """``(A + ridge)^alpha`` as ``W W^T`` with ``W = U diag((lambda + ridge)^(alpha/2))``."""
     _check_finite(A, name, xp=xp)
-    work = _xp.decomposition_dtype(A.dtype if dtype is None else dtype, xp)
+    work = _xp.decomposition_dtype(_xp.compute_dtype(dtype, A.dtype, xp), xp)
     w, U = _eigh(_symmetrise(_cast(A, work, xp=xp), xp=xp), name, xp=xp)
     level = _rounding_level(A.shape[-1], A.dtype, work, xp)
     g = _spectral_power(w, alpha / 2, reg, level, name=name, xp=xp)
@@ -440,6 +446,7 @@ def _spectral_power(w, power, reg, level, *, name, xp):
 
 
 def _raise_if_indefinite(w, scale, level, name, *, xp):
+    """ValueError if an eigenvalue lies below ``-level * ||A||_2`` (a host synchronisation)."""
     ratio = xp.min(w / xp.where(scale > 0, scale, 1.0))
     if float(ratio) < -level:
         msg = (f"{name} needs positive semi-definite matrices; found an eigenvalue of "
@@ -449,6 +456,7 @@ def _raise_if_indefinite(w, scale, level, name, *, xp):
 
 
 def _raise_if_singular(shifted, smallest, scale, level, name, *, xp):
+    """ValueError if a shifted eigenvalue is at or below ``smallest`` (a host synchronisation)."""
     if bool(xp.any(shifted <= smallest)):
         ratio = float(xp.min(shifted / xp.where(scale > 0, scale, 1.0)))
         msg = (f"{name}: A is singular to working precision (smallest eigenvalue {ratio:.2g} "

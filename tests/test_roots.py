@@ -455,6 +455,8 @@ def test_options_are_checked():
         (ValueError, "tol must be", {"method": "newton", "tol": 0.0}),
         (ValueError, "max_iter must be", {"method": "newton", "max_iter": 0}),
         (ValueError, "check_every must be", {"method": "newton", "check_every": 1.5}),
+        (ValueError, "apply to method='newton', not 'eigh'", {"method": "eigh", "tol": 1e-6}),
+        (TypeError, "real floating dtype", {"method": "eigh", "dtype": np.int32}),
     ]
     for error, message, options in cases:
         p = options.pop("p", 2)
