@@ -61,21 +61,21 @@ class KronLayout(NamedTuple):
 
 
 class KronState(NamedTuple):
-    """Factor statistics: per mode an array (*grid, block, block), or None if not kept."""
+    """Factor statistics: per mode an array ``(*grid, block, block)``, or None if not kept."""
 
     factors: tuple
     layout: KronLayout
 
 
 class Preconditioners(NamedTuple):
-    """Per mode ``F_i^(e_i)`` of shape (*grid, block, block), or None for a skipped mode."""
+    """Per mode ``F_i^(e_i)`` of shape ``(*grid, block, block)``, or None for a skipped mode."""
 
     matrices: tuple
     layout: KronLayout
 
 
 class Eigenbases(NamedTuple):
-    """Per mode the orthonormal eigenvectors (*grid, block, block) in columns, or None."""
+    """Per mode the orthonormal eigenvectors ``(*grid, block, block)`` in columns, or None."""
 
     bases: tuple
     layout: KronLayout
@@ -149,7 +149,7 @@ def _merged(shape, limit):
 
 
 def to_blocks(G, layout, /, *, xp=None):
-    """``G`` as a stack of blocks of shape (*grid, *block), zero-padded at the ends.
+    """``G`` as a stack of blocks of shape ``(*grid, *block)``, zero-padded at the ends.
 
     Parameters
     ----------
@@ -162,7 +162,7 @@ def to_blocks(G, layout, /, *, xp=None):
 
     Returns
     -------
-    array of shape (*layout.grid, *layout.block)
+    array of shape ``(*layout.grid, *layout.block)``
 
     Examples
     --------
@@ -188,7 +188,7 @@ def from_blocks(B, layout, /, *, xp=None):
 
     Parameters
     ----------
-    B : array of shape (*layout.grid, *layout.block)
+    B : array of shape ``(*layout.grid, *layout.block)``
         Blocks, e.g. a preconditioned or unprojected gradient.
     layout : KronLayout
         From `kron_layout`.
@@ -260,7 +260,7 @@ def init_factors(G, /, *, max_dim=None, max_precond_dim=None, merge_small=True, 
     Returns
     -------
     KronState
-        Zero factors of shape (*grid, block, block) for the preconditioned modes, in
+        Zero factors of shape ``(*grid, block, block)`` for the preconditioned modes, in
         ``G``'s floating dtype and on its device.
 
     Examples
@@ -408,7 +408,7 @@ def _exponents(exponents, layout):
 
 
 def precondition(G, preconditioners, /, *, xp=None):
-    """Shampoo's ``G x_1 P_1 x_2 ... x_k P_k`` with ``P_i = F_i^(e_i)``, blockwise.
+    """Shampoo's ``G x_1 P_1 x_2 … x_k P_k`` with ``P_i = F_i^(e_i)``, blockwise.
 
     Parameters
     ----------
@@ -520,7 +520,7 @@ def refresh_eigenbases(state, bases, /, *, xp=None):
         ``Q' = qr(F Q[:, order]).Q`` per mode: orthonormal, and on a fixed factor
         converging to its eigenvectors (orthogonal iteration).
     orders : tuple of arrays
-        Per mode the column permutation ``order`` (*grid, block), descending by the
+        Per mode the column permutation ``order`` ``(*grid, block)``, descending by the
         estimated eigenvalue ``diag(Q^T F Q)``; apply it to per-coordinate state kept in
         the old basis (Adam's second moment), as SOAP does. None for skipped modes.
 
@@ -559,7 +559,7 @@ def _refresh(F, Q, xp):
 
 
 def project(G, bases, /, *, xp=None):
-    """Rotate ``G`` into the eigenbases: ``G x_1 Q_1^T ... x_k Q_k^T``, blockwise.
+    """Rotate ``G`` into the eigenbases: ``G x_1 Q_1^T … x_k Q_k^T``, blockwise.
 
     Parameters
     ----------
@@ -572,7 +572,7 @@ def project(G, bases, /, *, xp=None):
 
     Returns
     -------
-    array of shape (*layout.grid, *layout.block)
+    array of shape ``(*layout.grid, *layout.block)``
         The rotated blocks (padding included: rotation mixes it in). `unproject`
         brings them back.
 
@@ -591,11 +591,11 @@ def project(G, bases, /, *, xp=None):
 
 
 def unproject(P, bases, /, *, xp=None):
-    """Rotate blocks back out of the eigenbases: ``P x_1 Q_1 ... x_k Q_k``, unblocked.
+    """Rotate blocks back out of the eigenbases: ``P x_1 Q_1 … x_k Q_k``, unblocked.
 
     Parameters
     ----------
-    P : array of shape (*layout.grid, *layout.block)
+    P : array of shape ``(*layout.grid, *layout.block)``
         Blocks in the eigenbases, e.g. ``project(G, bases)`` after an Adam step.
     bases : Eigenbases
         The bases ``P`` is expressed in.
