@@ -119,13 +119,18 @@ def _selected(config):
 
 
 def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "dtypes(*names): run a backend/dtype test only for these dtype names"
+    )
     config._matsign_backends = _selected(config)
 
 
 def pytest_generate_tests(metafunc):
     backends = metafunc.config._matsign_backends
     if "backend" in metafunc.fixturenames and "dtype" in metafunc.fixturenames:
-        pairs = [(b, d) for b in backends for d in b.dtypes]
+        marker = metafunc.definition.get_closest_marker("dtypes")
+        wanted = set(marker.args) if marker else None
+        pairs = [(b, d) for b in backends for d in b.dtypes if wanted is None or d in wanted]
         ids = [f"{b.name}-{d}" for b, d in pairs]
         metafunc.parametrize(("backend", "dtype"), pairs, ids=ids)
     elif "backend" in metafunc.fixturenames:
