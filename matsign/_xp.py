@@ -279,10 +279,11 @@ def eigh(a, *, xp):
     """Eigenvalues (ascending) and eigenvectors of the symmetric matrices ``a``, batched.
 
     NumPy computes float32 input in float64, as slowly as float64; SciPy, when it is
-    installed, has a true float32 LAPACK path (``syevd``), about twice as fast. Failures
+    installed, has a true float32 LAPACK path (``syevd``), about twice as fast from
+    n = 128 on (below, looping over a batch in Python costs more than it saves). Failures
     raise the backend's error (NumPy's ``LinAlgError``, torch's ``_LinAlgError``).
     """
-    if array_api_compat.is_numpy_namespace(xp) and a.dtype == xp.float32:
+    if array_api_compat.is_numpy_namespace(xp) and a.dtype == xp.float32 and a.shape[-1] >= 128:
         try:
             import scipy.linalg
         except ImportError:

@@ -273,6 +273,17 @@ def test_clip_negative_treats_negative_eigenvalues_as_zero(backend):
     check(X, expected, bound(0.5, kappa, 4, work_eps(backend, "float32")) * top, backend, A)
 
 
+def test_eigh_of_large_float32_numpy_stacks(backend):
+    """n >= 128: NumPy float32 goes through SciPy's float32 LAPACK, one matrix at a time."""
+    rng = np.random.default_rng(7)
+    a = np.stack([with_eigenvalues(np.logspace(0, -k, 128), rng) for k in (1, 2)])
+    A = backend.asarray(a, "float32")
+    X = inverse_root(A, 4, method="eigh")
+    expected, kappa, top = oracle(host(A), -0.25)
+    eps_w = work_eps(backend, "float32")
+    check(X, expected, (bound(0.25, kappa, 128, eps_w) + eps_w) * top, backend, A)
+
+
 def test_eigh_retries_in_float64_when_the_decomposition_fails(monkeypatch):
     """A failing float32 decomposition is retried once in float64, then reported."""
     real_eigh = _xp.eigh
