@@ -509,7 +509,7 @@ def _inverse_root_newton(M, p, *, tol, max_iter, check_every, name, xp):
         else:  # the same step on E = M - I: T = I - E / p
             X = _xp.matmul_add(X, E, X, alpha=-1.0 / p, beta=1.0, xp=xp)
             D = _shifted_power(E * (-1.0 / p), p, xp=xp)  # T^p - I, with T - I = -E / p
-            E = _xp.matmul_add(D, E, D + E, alpha=1.0, beta=1.0, xp=xp)  # T^p (I + E) - I
+            E = _shifted_product(D, E, xp=xp)  # T^p (I + E) - I
         if step % check_every and step < max_iter:
             continue
         residual = _residual(M, xp=xp) if E is None else _residual(E, shift=0.0, xp=xp)
@@ -540,19 +540,24 @@ def _matrix_power(T, p, *, xp):
 
 
 def _shifted_power(F, p, *, xp):
-    """``(I + F)^p - I`` for an integer ``p >= 1``, never forming ``I + F`` (exact when F is small).
+    """``(I + F)^p - I`` for an integer ``p >= 1`` by repeated squaring, never forming ``I + F``.
 
-    Uses ``(I + F)(I + G) - I = F + G + F G`` and ``(I + F)^2 - I = 2 F + F^2``.
+    Small ``F`` keeps its relative precision: ``(I + F)^2 - I = 2 F + F^2`` and
+    ``(I + F)(I + G) - I = F + G + F G``.
     """
     result, base = None, F
     while p:
         if p & 1:
-            result = base if result is None else _xp.matmul_add(
-                result, base, result + base, alpha=1.0, beta=1.0, xp=xp)
+            result = base if result is None else _shifted_product(result, base, xp=xp)
         p >>= 1
         if p:
             base = _xp.symmetric_square_add(base, alpha=1.0, beta=2.0, xp=xp)
     return result
+
+
+def _shifted_product(F, G, *, xp):
+    """``(I + F)(I + G) - I = F + G + F G``."""
+    return _xp.matmul_add(F, G, F + G, alpha=1.0, beta=1.0, xp=xp)
 
 
 def _residual(R, *, shift=1.0, xp):
@@ -564,7 +569,7 @@ def _residual(R, *, shift=1.0, xp):
 
 
 def _raise_diverged(M0, name, step, *, xp):
-    """A non-finite residual: non-finite input, or an iteration that blew up."""
+    """A growing or non-finite residual: non-finite input, or an indefinite one."""
     if not bool(xp.all(xp.isfinite(M0))):
         msg = f"{name} got non-finite values (inf or NaN), or a norm that overflows"
         raise ValueError(msg)
