@@ -99,6 +99,7 @@ class Report:
     threads: int | None
     sigma_min_ratio: float
     gemm: dict
+    machine: dict
     rows: list = field(default_factory=list)
 
     def svd_time_ratios(self):
@@ -126,7 +127,7 @@ class Report:
             "gemm": self.gemm,
             "rows": [_finite_or_none(row) for row in self.rows],
             "svd_time_ratio": self.svd_time_ratios(),
-            "machine": machine_info(self.setup),
+            "machine": self.machine,
         }
 
 
@@ -416,7 +417,8 @@ def compare(setup, *, methods, repeats=5, warmup=1, seed=0, threads=None, progre
     progress(f"timing GEMM (0/{len(methods)})...")
     gemm = make_gemm(setup, seed)
     gemm_rate = measure_gemm(gemm, repeats=repeats, warmup=warmup)
-    report = Report(setup, seed, repeats, warmup, threads, sigma_min_ratio, gemm_rate)
+    machine = machine_info(setup)  # inside the caller's thread limits, so they show
+    report = Report(setup, seed, repeats, warmup, threads, sigma_min_ratio, gemm_rate, machine)
     for i, name in enumerate(methods, start=1):
         progress(f"timing {name} ({i}/{len(methods)})...")
         method = factories[name](setup, G, host)
@@ -542,6 +544,7 @@ def machine_info(setup):
     info = {
         "platform": platform.platform(),
         "cpu": _cpu_name(),
+        "cpu_flags": _cpu_flags(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -565,12 +568,22 @@ def _version(module):
 
 
 def _cpu_name():
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def _cpu_flags():
+    """The instruction sets that decide GEMM speed (bfloat16 needs AMX or AVX-512 BF16)."""
+    flags = set(_cpuinfo("flags").split())
+    return sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma"})
+
+
+def _cpuinfo(key):
+    """The first ``key : value`` of /proc/cpuinfo, or "" where there is none."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.split(":", 1)[0].strip() == key:
+                return line.split(":", 1)[1].strip()
+    return ""
 
 
 # --- Output ---------------------------------------------------------------------------------

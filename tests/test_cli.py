@@ -126,6 +126,7 @@ def test_json_reports_svd_time_ratios_and_machine(report):
         assert ratio == pytest.approx(times["svd"] / times[name])
     assert report["timing"] == {"repeats": 1, "warmup": 0, "threads": 1}
     assert report["machine"]["numpy"] == np.__version__
+    assert {pool["num_threads"] for pool in report["machine"].get("blas", [])} <= {1}  # pinned
 
 
 def test_batched_tall_input(batched_tall_report):
