@@ -47,9 +47,9 @@ Rows: matsign's exact "svd", one Newton-Schulz row per preset schedule (its defa
 steps), and references: numpy.linalg.svd and scipy.linalg.polar (on a NumPy copy),
 plus the backend's own SVD (torch.linalg.svd, cupy.linalg.svd). GFLOP/s counts the
 plain iteration's products: on m x n (m <= n), 4 m^2 n per step plus 2 m^3 per extra
-Horner product (4 m^2 n + 2 m^3 for a quintic), so a variant that needs fewer flops
-(the Gram-space loop msign picks for n >= 4 m) shows an effective rate, and may pass
-1.0 of GEMM. SVD rows have no flop count."""
+Horner product (4 m^2 n + 2 m^3 for a quintic), so a kernel that needs fewer flops
+(the Gram-space loop msign picks for wide or tall input, NumPy's syrk for X X^T) shows
+an effective rate, and may pass 1.0 of GEMM. SVD rows have no flop count."""
 
 EPILOG = """\
 examples:
