@@ -36,7 +36,7 @@ def eps_of(backend, dtype):
 
 def work_eps(backend, dtype):
     """Decompositions run in float32 at least."""
-    return max(eps_of(backend, dtype), float(np.finfo(np.float32).eps))
+    return min(eps_of(backend, dtype), float(np.finfo(np.float32).eps))
 
 
 def unfold(a, mode):
