@@ -54,12 +54,15 @@ def gram_space(X, polynomials, *, restarts=None, xp):
 
     With ``R = X X^T`` and ``B = q(R)``, one step maps ``X -> B X`` and ``R -> B R B``;
     the products ``B_k ... B_1`` accumulate in ``Q`` and ``X`` is formed once at the end.
-    At each step index in ``restarts`` (default: the last step) the accumulated product
-    is applied and ``R`` recomputed from ``X``: round-off that built up in ``R`` then
-    no longer reaches the output, which is as accurate as the standard iteration's.
+    At each step index in ``restarts`` (default: halfway and the last step) the
+    accumulated product is applied and ``R`` recomputed from ``X``. Round-off in ``R``
+    otherwise turns the singular vectors as the steps go on; with the two restarts the
+    output is as close to ``U V^T`` as the standard iteration's (measured at 512 x 2048
+    and 1024 x 4096; a restart before the last step alone leaves 2-4 times more).
     """
     polynomials = list(polynomials)
-    restarts = {len(polynomials) - 1} if restarts is None else set(restarts)
+    k = len(polynomials)
+    restarts = {k // 2, k - 1} if restarts is None else set(restarts)
     R = X @ xp.matrix_transpose(X)
     Q = None
     for k, coefficients in enumerate(polynomials):

@@ -180,7 +180,8 @@ def newton_schulz(
     gram : bool, optional
         Iterate on the m x m Gram matrix ``R = X X^T`` (``R <- q(R) R q(R)``) and
         apply the accumulated polynomial to ``X`` at the end, restarting from ``X``
-        before the last step so that round-off in ``R`` does not reach the output.
+        halfway and before the last step so that round-off in ``R`` does not reach
+        the output.
         None picks it for ``n >= 3 m`` (or ``m >= 3 n``) without ``tol``.
     dtype : dtype, optional
         Compute dtype (e.g. ``torch.bfloat16``); the result has ``G``'s dtype.
@@ -204,9 +205,9 @@ def newton_schulz(
     -----
     Each step is ``X <- (c0 I + c1 A + c2 A^2 + ...) X`` with ``A = X X^T`` on the
     smaller side, so a quintic step on m x n (m <= n) costs ``4 m^2 n + 2 m^3`` flops.
-    In Gram space a quintic step costs up to ``8 m^3`` and the run ``8 m^2 n`` in all
-    (the first Gram, the restart, the final product): for k = 5 steps that is
-    ``(8 a + 28) m^3`` against ``(20 a + 10) m^3`` at aspect ``a = n / m``.
+    In Gram space a quintic step costs up to ``8 m^3`` and the run ``12 m^2 n`` in all
+    (the first Gram, two restarts, the final product): for k = 8 steps about
+    ``(12 a + 46) m^3`` against ``(32 a + 16) m^3`` at aspect ``a = n / m``.
 
     References
     ----------
