@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI runs a fixed set of hypothesis examples (HYPOTHESIS_PROFILE=ci in .ci/run), so a
+# landing never depends on which examples were drawn; local runs keep exploring.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ALL_BACKENDS = (
     "numpy",
