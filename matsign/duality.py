@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 
-from . import _xp
+from . import _checks, _xp
 from ._iterations import ConvergenceError
-from .polar import _as_float_matrix, _safe, msign
+from .polar import _safe, msign
 
 __all__ = ["KINDS", "dual_norm", "dualize", "norm", "spectral_norm"]
 
@@ -53,6 +53,8 @@ def dualize(
     ------
     ValueError
         For an unknown norm or layout, or too few axes.
+    TypeError
+        For complex input or arrays of mixed libraries.
 
     Notes
     -----
@@ -118,11 +120,11 @@ def _validated(G, kind, layout, kernel_ndim, name, xp):
     if layout not in LAYOUTS:
         msg = f"{name}: layout must be 'out_in' or 'in_out'; got {layout!r}"
         raise ValueError(msg)
-    extra = kernel_ndim if kind == "conv" else 0
-    if G.ndim < 2 + extra:
-        msg = f"{name}: norm {kind!r} needs at least {2 + extra} axes; got shape {tuple(G.shape)}"
+    if kind == "conv" and G.ndim < 2 + kernel_ndim:
+        msg = (f"{name}: norm 'conv' needs at least {2 + kernel_ndim} axes; "
+               f"got shape {tuple(G.shape)}")
         raise ValueError(msg)
-    return _as_float_matrix(G, name, check_finite=False, xp=xp)
+    return _checks.as_float_matrix(G, name, xp=xp)
 
 
 def _fans(shape, layout):
@@ -327,6 +329,8 @@ def spectral_norm(G, /, *, tol=1e-6, max_steps=100, xp=None):
         With ``tol``, if ``max_steps`` steps do not reach it.
     ValueError
         For fewer than two axes.
+    TypeError
+        For complex input or arrays of mixed libraries.
 
     Notes
     -----
@@ -345,7 +349,7 @@ def spectral_norm(G, /, *, tol=1e-6, max_steps=100, xp=None):
     4.0
     """
     xp = _xp.namespace(G, xp=xp)
-    G = _as_float_matrix(G, "spectral_norm", check_finite=False, xp=xp)
+    G = _checks.as_float_matrix(G, "spectral_norm", xp=xp)
     work = _xp.decomposition_dtype(G.dtype, xp)
     G = xp.astype(G, work) if G.dtype != work else G
     if G.shape[-2] < G.shape[-1]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import _xp
+from . import _checks, _xp
 
 __all__ = [
     "Eigenbases",
@@ -263,6 +263,11 @@ def init_factors(G, /, *, max_dim=None, max_precond_dim=None, merge_small=True, 
         Zero factors of shape ``(*grid, block, block)`` for the preconditioned modes, in
         ``G``'s floating dtype and on its device.
 
+    Raises
+    ------
+    TypeError
+        For complex input.
+
     Examples
     --------
     >>> import numpy as np
@@ -272,7 +277,7 @@ def init_factors(G, /, *, max_dim=None, max_precond_dim=None, merge_small=True, 
     [(1, 1, 3, 3), (1, 1, 5, 5)]
     """
     xp = _xp.namespace(G, xp=xp)
-    dtype = _xp.result_dtype(G, xp)
+    dtype = _checks.float_dtype(G, "init_factors", xp=xp)
     layout = kron_layout(G.shape, max_dim=max_dim, max_precond_dim=max_precond_dim,
                          merge_small=merge_small)
     factors = tuple(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from . import _iterations, _xp
+from . import _checks, _iterations, _xp
 from .polynomials import Schedule, preset
 
 __all__ = ["msign", "newton_schulz", "orthogonality_error", "polar"]
@@ -91,9 +91,11 @@ def msign(
     True
     """
     xp = _xp.namespace(G, xp=xp)
-    G = _as_float_matrix(G, "msign", check_finite=check_finite, xp=xp)
+    G = _checks.as_float_matrix(G, "msign", xp=xp)
+    if check_finite:
+        _checks.check_finite(G, "msign", xp=xp)
     method = _choose_method(method, G, (schedule, steps, tol), dtype, xp)
-    if _is_empty(G):
+    if _checks.is_empty(G):
         return xp.zeros(G.shape, dtype=G.dtype, device=_xp.device(G))
     if method == "svd":
         return _msign_svd(G, rank_rtol=rank_rtol, dtype=dtype, xp=xp)
@@ -142,8 +144,8 @@ def polar(G, /, **options):
     (True, True)
     """
     xp = _xp.namespace(G, xp=options.pop("xp", None))
-    Q = msign(G, xp=xp, **options)
-    G = xp.astype(G, Q.dtype) if G.dtype != Q.dtype else G
+    G = _checks.as_float_matrix(G, "polar", xp=xp)
+    Q = msign(G, xp=xp, **options)  # in G's dtype
     QtG = xp.matrix_transpose(Q) @ G
     return Q, (QtG + xp.matrix_transpose(QtG)) / 2
 
@@ -222,7 +224,7 @@ def newton_schulz(
     True
     """
     xp = _xp.namespace(G, xp=xp)
-    G = _as_float_matrix(G, "newton_schulz", check_finite=False, xp=xp)
+    G = _checks.as_float_matrix(G, "newton_schulz", xp=xp)
     schedule = preset(schedule) if isinstance(schedule, str) else schedule
     if not isinstance(schedule, Schedule):
         msg = f"schedule must be a preset name or a Schedule; got {type(schedule).__name__}"
@@ -231,7 +233,7 @@ def newton_schulz(
         msg = f"give steps or tol, not both; got steps={steps}, tol={tol}"
         raise ValueError(msg)
     polynomials = schedule.polynomials(steps) if tol is None else _with_convergent_tail(schedule)
-    if _is_empty(G):
+    if _checks.is_empty(G):
         return xp.zeros(G.shape, dtype=G.dtype, device=_xp.device(G))
     wide = G.shape[-2] <= G.shape[-1]
     X = G if wide else xp.matrix_transpose(G)
@@ -307,25 +309,12 @@ def orthogonality_error(Q, /, *, xp=None):
     0.5
     """
     xp = _xp.namespace(Q, xp=xp)
-    Q = _as_float_matrix(Q, "orthogonality_error", check_finite=False, xp=xp)
+    Q = _checks.as_float_matrix(Q, "orthogonality_error", xp=xp)
     work = _xp.decomposition_dtype(Q.dtype, xp)
-    if _is_empty(Q):
+    if _checks.is_empty(Q):
         return xp.zeros(Q.shape[:-2], dtype=work, device=_xp.device(Q))
     S = xp.linalg.svdvals(xp.astype(Q, work))
     return xp.max(xp.abs(S - 1.0), axis=-1)
-
-
-def _as_float_matrix(G, name, *, check_finite, xp):
-    """Validate the shape, promote integers to float, optionally check finiteness."""
-    if G.ndim < 2:
-        msg = f"{name} expects shape (..., m, n); got {tuple(G.shape)}"
-        raise ValueError(msg)
-    dtype = _xp.result_dtype(G, xp)
-    G = xp.astype(G, dtype) if G.dtype != dtype else G
-    if check_finite and not bool(xp.all(xp.isfinite(G))):
-        msg = f"{name} got non-finite values (inf or NaN) in an array of shape {tuple(G.shape)}"
-        raise ValueError(msg)
-    return G
 
 
 def _choose_method(method, G, iteration_options, dtype, xp):
@@ -338,10 +327,6 @@ def _choose_method(method, G, iteration_options, dtype, xp):
     half = _xp.is_half(G.dtype if dtype is None else dtype, xp)
     asked = any(option is not None for option in iteration_options)
     return "newton_schulz" if (asked or half) else "svd"
-
-
-def _is_empty(G):
-    return any(int(d) == 0 for d in G.shape)
 
 
 def _safe(norm, xp):

@@ -13,7 +13,7 @@ import math
 import numbers
 from typing import NamedTuple
 
-from . import _xp
+from . import _checks, _xp
 from ._iterations import ConvergenceError
 
 __all__ = ["inverse_root", "matrix_root", "psd_power"]
@@ -249,9 +249,9 @@ def psd_power(
     """
     xp = _xp.namespace(A, xp=xp)
     reg = _regularisation(eps, eps_mode, rank_rtol, clip_negative)
-    alpha = _as_real(alpha, "alpha", "psd_power")
-    A = _as_square_stack(A, "psd_power", xp=xp)
-    if _is_empty(A):
+    alpha = _checks.as_real(alpha, "alpha", "psd_power")
+    A = _checks.as_square_stack(A, "psd_power", xp=xp)
+    if _checks.is_empty(A):
         return xp.zeros(A.shape, dtype=A.dtype, device=_xp.device(A))
     return _power_eigh(A, alpha, reg, name="psd_power", dtype=dtype, xp=xp)
 
@@ -262,11 +262,11 @@ def psd_power(
 def _root(A, p, *, inverse, name, method, reg, tol, max_iter, check_every, dtype, xp):
     """Validate, choose the method and dispatch; see `inverse_root`."""
     xp = _xp.namespace(A, xp=xp)
-    p = _as_real(p, "p", name)
+    p = _checks.as_real(p, "p", name)
     if not (math.isfinite(p) and p > 0):
         msg = f"{name} needs a root order p > 0; got p={p!r}"
         raise ValueError(msg)
-    A = _as_square_stack(A, name, xp=xp)
+    A = _checks.as_square_stack(A, name, xp=xp)
     method = _choose_method(method, tol=tol, max_iter=max_iter, dtype=dtype, xp=xp)
     if method == "newton":
         p = _newton_options(p, reg, name)
@@ -275,7 +275,7 @@ def _root(A, p, *, inverse, name, method, reg, tol, max_iter, check_every, dtype
     elif tol is not None or max_iter is not None:
         msg = f"{name}: tol and max_iter apply to method='newton', not {method!r}"
         raise ValueError(msg)
-    if _is_empty(A):
+    if _checks.is_empty(A):
         return xp.zeros(A.shape, dtype=A.dtype, device=_xp.device(A))
     if method == "eigh":
         alpha = -1.0 / p if inverse else 1.0 / p
@@ -297,7 +297,7 @@ def _choose_method(method, *, tol, max_iter, dtype, xp):
 
 def _regularisation(eps, eps_mode, rank_rtol, clip_negative):
     """Check the ridge / pseudo-inverse / clipping options and bundle them."""
-    eps = _as_real(eps, "eps", "the ridge")
+    eps = _checks.as_real(eps, "eps", "the ridge")
     if not (math.isfinite(eps) and eps >= 0):
         msg = f"eps must be a finite number >= 0; got eps={eps!r}"
         raise ValueError(msg)
@@ -305,7 +305,7 @@ def _regularisation(eps, eps_mode, rank_rtol, clip_negative):
         msg = f"eps_mode must be 'absolute' or 'relative'; got {eps_mode!r}"
         raise ValueError(msg)
     if rank_rtol is not None:
-        rank_rtol = _as_real(rank_rtol, "rank_rtol", "the pseudo-inverse")
+        rank_rtol = _checks.as_real(rank_rtol, "rank_rtol", "the pseudo-inverse")
         if not (math.isfinite(rank_rtol) and rank_rtol >= 0):
             msg = f"rank_rtol must be a finite number >= 0; got rank_rtol={rank_rtol!r}"
             raise ValueError(msg)
@@ -341,35 +341,6 @@ def _iteration_options(tol, max_iter, check_every, A, dtype, name, *, xp):
     return float(tol), int(max_iter), int(check_every)
 
 
-def _as_real(value, what, name):
-    """``value`` as a Python float; TypeError for booleans and non-numbers."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        msg = f"{name} needs a real number for {what}; got {type(value).__name__} {value!r}"
-        raise TypeError(msg)
-    return float(value)
-
-
-def _as_square_stack(A, name, *, xp):
-    """Check the shape (..., n, n) and promote integers to the default float."""
-    if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
-        msg = f"{name} expects square matrices of shape (..., n, n); got {tuple(A.shape)}"
-        raise ValueError(msg)
-    dtype = _xp.result_dtype(A, xp)
-    return xp.astype(A, dtype) if A.dtype != dtype else A
-
-
-def _check_finite(A, name, *, xp):
-    """Raise ValueError for inf or NaN in ``A`` (a host synchronisation)."""
-    if not bool(xp.all(xp.isfinite(A))):
-        msg = f"{name} got non-finite values (inf or NaN) in an array of shape {tuple(A.shape)}"
-        raise ValueError(msg)
-
-
-def _is_empty(A):
-    """Whether ``A`` has no elements (any axis of length 0)."""
-    return any(int(d) == 0 for d in A.shape)
-
-
 def _cast(x, dtype, *, xp):
     """``x`` in ``dtype``, without a copy when it already is."""
     return x if x.dtype == dtype else xp.astype(x, dtype)
@@ -393,7 +364,7 @@ def _has_float64(A, xp):
 
 def _power_eigh(A, alpha, reg, *, name, dtype, xp):
     """``(A + ridge)^alpha`` as ``W W^T`` with ``W = U diag((lambda + ridge)^(alpha/2))``."""
-    _check_finite(A, name, xp=xp)
+    _checks.check_finite(A, name, xp=xp)
     work = _xp.decomposition_dtype(_xp.compute_dtype(dtype, A.dtype, xp), xp)
     w, U = _eigh(_symmetrise(_cast(A, work, xp=xp), xp=xp), name, xp=xp)
     level = _rounding_level(A.shape[-1], A.dtype, work, xp)
@@ -474,7 +445,7 @@ def _newton_root(A, p, *, inverse, reg, tol, max_iter, check_every, dtype, name,
     wide = _xp.decomposition_dtype(xp.result_type(A.dtype, work), xp)  # norms, scales, ridge
     B = _ridged(A, reg, wide, xp=xp)
     if not inverse and p == 1:
-        _check_finite(B, name, xp=xp)
+        _checks.check_finite(B, name, xp=xp)
         return _cast(B, A.dtype, xp=xp)
     norm = _xp.frobenius_norm(B, xp=xp)
     z = xp.astype((p + 1.0) / (2.0 * xp.where(norm > 0, norm, 1.0)), work)

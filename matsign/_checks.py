@@ -1,0 +1,68 @@
+"""Input checks shared by the public routines: shapes, dtypes, finiteness, scalars.
+
+Every check takes ``name``, the public function the caller is, so that its error names
+both the bad value and where it went in: ``msign expects shape (..., m, n); got (3,)``.
+Arrays are checked through their ``xp`` namespace; the dtype policy itself (integers to
+the default float, complex refused) is `matsign._xp.result_dtype`.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from . import _xp
+
+__all__ = [
+    "as_float_matrix", "as_real", "as_square_stack", "check_finite", "float_dtype", "is_empty",
+]
+
+
+def as_float_matrix(G, name, *, xp):
+    """``G`` checked to be a stack of matrices (..., m, n), in its floating result dtype."""
+    if G.ndim < 2:
+        msg = f"{name} expects shape (..., m, n); got {tuple(G.shape)}"
+        raise ValueError(msg)
+    return _as_float(G, name, xp=xp)
+
+
+def as_square_stack(A, name, *, xp):
+    """``A`` checked to be a stack of square matrices (..., n, n), in its floating result dtype."""
+    if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+        msg = f"{name} expects square matrices of shape (..., n, n); got {tuple(A.shape)}"
+        raise ValueError(msg)
+    return _as_float(A, name, xp=xp)
+
+
+def _as_float(x, name, *, xp):
+    """``x`` cast to its floating result dtype, see `float_dtype`."""
+    dtype = float_dtype(x, name, xp=xp)
+    return xp.astype(x, dtype) if x.dtype != dtype else x
+
+
+def float_dtype(x, name, *, xp):
+    """`matsign._xp.result_dtype` of ``x``, its TypeError prefixed with ``name``."""
+    try:
+        return _xp.result_dtype(x, xp)
+    except TypeError as exc:
+        msg = f"{name}: {exc}"
+        raise TypeError(msg) from exc
+
+
+def check_finite(x, name, *, xp):
+    """Raise ValueError naming ``name`` if ``x`` holds inf or NaN (a host synchronisation)."""
+    if not bool(xp.all(xp.isfinite(x))):
+        msg = f"{name} got non-finite values (inf or NaN) in an array of shape {tuple(x.shape)}"
+        raise ValueError(msg)
+
+
+def is_empty(x):
+    """Whether ``x`` has no elements (an axis of length 0)."""
+    return any(int(d) == 0 for d in x.shape)
+
+
+def as_real(value, what, name):
+    """``value`` as a Python float; TypeError for booleans and non-numbers."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = f"{name} needs a real number for {what}; got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+    return float(value)

@@ -1,0 +1,71 @@
+"""Every public routine checks its input the same way, and its errors name it, on every backend.
+
+The oracle is the dtype policy of the design (integers to the namespace's default real float,
+complex refused, fewer than two axes refused naming the shape) and the namespace's own
+``default_dtypes``; the per-module tests check the numbers.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from matsign import (
+    dualize,
+    inverse_root,
+    matrix_root,
+    msign,
+    newton_schulz,
+    orthogonality_error,
+    polar,
+    psd_power,
+)
+from matsign.duality import dual_norm, norm, spectral_norm
+from matsign.kron import init_factors
+
+MATRIX_ROUTINES = {
+    "msign": msign,
+    "polar": polar,
+    "newton_schulz": newton_schulz,
+    "orthogonality_error": orthogonality_error,
+    "inverse_root": lambda A: inverse_root(A, 2),
+    "matrix_root": lambda A: matrix_root(A, 2),
+    "psd_power": lambda A: psd_power(A, 0.5),
+    "dualize": dualize,
+    "norm": norm,
+    "dual_norm": dual_norm,
+    "spectral_norm": spectral_norm,
+}
+ROUTINES = {**MATRIX_ROUTINES, "init_factors": init_factors}
+SPD = [[2, 1], [1, 2]]  # a valid input for every routine, integer-valued
+
+
+@pytest.mark.parametrize("name", MATRIX_ROUTINES)
+@pytest.mark.parametrize("shape", [(), (3,)])
+def test_fewer_than_two_axes_raise_naming_routine_and_shape(backend, name, shape):
+    G = backend.asarray(np.ones(shape), "float32")
+    expected = rf"^{name} expects (square matrices of )?shape \(\.\.\., ., n\); got "
+    with pytest.raises(ValueError, match=expected + re.escape(str(shape)) + "$"):
+        MATRIX_ROUTINES[name](G)
+
+
+@pytest.mark.parametrize("name", ROUTINES)
+def test_complex_input_raises_type_error_naming_routine(backend, name):
+    xp = backend.xp
+    G = xp.astype(backend.asarray(SPD, "float32"), xp.complex64)
+    with pytest.raises(TypeError, match=rf"^{name}: .*real input only; got complex dtype"):
+        ROUTINES[name](G)
+
+
+@pytest.mark.parametrize("name", MATRIX_ROUTINES)
+def test_integer_input_is_computed_in_the_default_float(backend, name):
+    xp = backend.xp
+    A = xp.asarray(SPD, device=backend.device)
+    default = xp.__array_namespace_info__().default_dtypes(device=backend.device)
+    as_float = xp.astype(A, default["real floating"])
+    got, expected = MATRIX_ROUTINES[name](A), MATRIX_ROUTINES[name](as_float)
+    for x, y in zip(*(r if isinstance(r, tuple) else (r,) for r in (got, expected)), strict=True):
+        assert x.dtype == default["real floating"]
+        assert bool(xp.all(x == y))
