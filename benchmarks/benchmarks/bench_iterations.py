@@ -3,16 +3,19 @@
 Gram-space rows compare the two loops on wide matrices at equal final accuracy (both
 end with a step computed from a fresh Gram matrix; ``track_`` rows record the error).
 ``tol`` rows time `matsign.msign` run to a requested orthogonality error next to the
-exact SVD at the same size, and track the steps it took.
+exact SVD at the same size, and track the steps it took. The Gram-space rows also run
+on a GPU (``torch-cuda-float32``, ``torch-cuda-bfloat16``), skipped where there is none.
 """
 
 import numpy as np
 
 import matsign
 
+from . import wait
 from .bench_msign import _gaussian, _median_seconds, _on_backend
 
 WIDE = ["512x2048", "768x3072", "1024x8192"]
+GRAM_BACKENDS = ["numpy", "torch-float32", "torch-cuda-float32", "torch-cuda-bfloat16"]
 
 
 def _shape(text):
@@ -22,7 +25,7 @@ def _shape(text):
 class TimeGramSpace:
     """Polar Express (8 steps) on wide float32 matrices, standard loop vs Gram space."""
 
-    params = (WIDE, ["numpy", "torch-float32"], ["standard", "gram"])
+    params = (WIDE, GRAM_BACKENDS, ["standard", "gram"])
     param_names = ("shape", "backend", "loop")
     timeout = 300
 
@@ -31,7 +34,7 @@ class TimeGramSpace:
         self.gram = loop == "gram"
 
     def time_newton_schulz(self, shape, backend, loop):
-        matsign.newton_schulz(self.G, "polar_express", gram=self.gram)
+        wait(matsign.newton_schulz(self.G, "polar_express", gram=self.gram))
 
     def track_orthogonality_error(self, shape, backend, loop):
         X = matsign.newton_schulz(self.G, "polar_express", gram=self.gram)
@@ -43,7 +46,7 @@ class TimeGramSpace:
 class TrackGramSpeedup:
     """Time of the standard loop over the Gram-space loop, measured in one call."""
 
-    params = (WIDE, ["numpy", "torch-float32"])
+    params = (WIDE, GRAM_BACKENDS)
     param_names = ("shape", "backend")
     timeout = 600
     unit = "speed-up"
@@ -53,7 +56,7 @@ class TrackGramSpeedup:
 
     def track_speedup(self, shape, backend):
         def run(gram):
-            return lambda: matsign.newton_schulz(self.G, "polar_express", gram=gram)
+            return lambda: wait(matsign.newton_schulz(self.G, "polar_express", gram=gram))
 
         return _median_seconds(run(False), 3) / _median_seconds(run(True), 3)
 

@@ -2,9 +2,12 @@
 
 Parameters are strings so that asv's tables read well: shapes such as ``"1024x4096"``
 or ``"16x512x512"`` (a batch), backends ``"numpy"`` (float32), ``"torch-float32"`` and
-``"torch-bfloat16"``. A combination that cannot run here (torch or scipy missing, or
-a CPU without native bfloat16 matrix products) or that would only repeat another row
-raises `NotImplementedError` in ``setup``, which asv reports as skipped.
+``"torch-bfloat16"`` on the CPU, ``"torch-cuda-float32"``, ``"torch-cuda-bfloat16"`` and
+``"cupy-float32"`` on a GPU. The GPU rows add the shapes a GPU needs to fill
+(``GPU_SHAPES``), which CPU rows skip, and wait for the device inside each timing. A
+combination that cannot run here (torch, CuPy, CUDA or scipy missing, or a CPU without
+native bfloat16 matrix products) or that would only repeat another row raises
+`NotImplementedError` in ``setup``, which asv reports as skipped.
 """
 
 import statistics
@@ -16,7 +19,7 @@ import matsign
 from matsign import polynomials
 from matsign.testing import matrix_with_singular_values
 
-from . import THREADS
+from . import THREADS, require_device, wait
 
 try:
     from threadpoolctl import threadpool_limits
@@ -28,8 +31,10 @@ try:  # imported once here: asv's forkserver then shares it with every benchmark
 except ImportError:
     torch = None
 
-SHAPES = ["256x256", "1024x1024", "1024x4096", "16x512x512"]
-BACKENDS = ["numpy", "torch-float32", "torch-bfloat16"]
+SHAPES = ["256x256", "1024x1024", "1024x4096", "16x512x512", "4096x4096", "2048x8192"]
+GPU_SHAPES = {"4096x4096", "2048x8192"}  # minutes per row on a CPU; what fills a GPU
+BACKENDS = ["numpy", "torch-float32", "torch-bfloat16",
+            "torch-cuda-float32", "torch-cuda-bfloat16", "cupy-float32"]
 METHODS = ["svd", "jordan", "polar_express", "you5", "quintic"]
 REFERENCES = ["matsign.msign", "numpy.linalg.svd", "scipy.linalg.polar"]
 
@@ -41,15 +46,40 @@ def _shape(text):
 def _on_backend(a, backend):
     """Move the NumPy array ``a`` to ``backend`` ("numpy" keeps float32 or float64).
 
-    Raises `NotImplementedError`, which asv reports as a skip, for torch when it is not
-    installed.
+    Raises `NotImplementedError`, which asv reports as a skip, when the backend's library
+    or device is missing.
     """
+    require_device("cuda" if "cuda" in backend or backend.startswith("cupy") else "cpu")
     if backend == "numpy":
         return a
+    lib, *device, dtype = backend.split("-")
+    if lib == "cupy":
+        return _cupy().asarray(a, dtype=dtype)
     if torch is None:
         raise NotImplementedError("torch is not installed")
-    dtype = getattr(torch, backend.partition("-")[2])
-    return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+    device = device[0] if device else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA device")
+    host = torch.from_numpy(np.ascontiguousarray(a))
+    return host.to(device=device, dtype=getattr(torch, dtype))
+
+
+def _cupy():
+    """The cupy module when a GPU is there to run it; else `NotImplementedError`."""
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # noqa: BLE001  (not installed, or no driver/GPU)
+        raise NotImplementedError("CuPy cannot run here") from None
+    return cupy
+
+
+def _check_shape(shape, backend):
+    """Skip the shapes meant for a GPU on CPU backends."""
+    on_gpu = "cuda" in backend or backend.startswith("cupy")
+    if shape in GPU_SHAPES and not on_gpu:
+        raise NotImplementedError(f"{shape} is a GPU-only row")
 
 
 def _gaussian(shape, dtype=np.float32, seed=0):
@@ -147,14 +177,15 @@ class TimeMsign:
     timeout = 180
 
     def setup(self, method, shape, backend):
-        if method == "svd" and backend == "torch-bfloat16":
+        if method == "svd" and backend.endswith("bfloat16"):
             raise NotImplementedError("the SVD of bfloat16 input runs in float32: see float32")
         _require_fast(backend)
+        _check_shape(shape, backend)
         self.G = _on_backend(_gaussian(_shape(shape)), backend)
         self.options = _msign_options(method)
 
     def time_msign(self, method, shape, backend):
-        matsign.msign(self.G, **self.options)
+        wait(matsign.msign(self.G, **self.options))
 
 
 class TimeExactPolar:
@@ -165,6 +196,8 @@ class TimeExactPolar:
     timeout = 180
 
     def setup(self, implementation, shape, dtype):
+        require_device("cpu")
+        _check_shape(shape, "numpy")
         self.G = _gaussian(_shape(shape), dtype=np.dtype(dtype))
         if implementation == "scipy.linalg.polar":
             try:
@@ -256,6 +289,7 @@ class TrackGemmFraction:
 
     def setup(self, preset, shape, backend):
         _require_fast(backend)
+        _check_shape(shape, backend)
         *batch, m, n = _shape(shape)
         self.G = _on_backend(_gaussian((*batch, m, n)), backend)
         self.A = _on_backend(_gaussian((*batch, m, m), seed=1), backend)
@@ -267,10 +301,10 @@ class TrackGemmFraction:
         ns_flops = _newton_schulz_flops(tuple(self.G.shape), self.schedule)
         gemm, ns = _interleaved_medians(
             [
-                lambda: self.A @ self.G,
-                lambda: matsign.msign(
+                lambda: wait(self.A @ self.G),
+                lambda: wait(matsign.msign(
                     self.G, method="newton_schulz", schedule=self.schedule, gram=False
-                ),
+                )),
             ],
             self.repeats,
         )
