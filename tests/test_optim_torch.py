@@ -1,15 +1,20 @@
-"""matsign.optim.torch against the real peers: torch.optim.Muon and torch.optim.AdamW."""
+"""matsign.optim.torch against the real peers (torch.optim.Muon and torch.optim.AdamW) and,
+for Shampoo and SOAP, against the functional steppers applied by hand."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+from typing import Any, NamedTuple
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from matsign.optim.torch import AdamW, Lion, Muon  # noqa: E402
+from matsign.optim import shampoo, soap  # noqa: E402
+from matsign.optim._base import Stepper  # noqa: E402
+from matsign.optim.torch import SOAP, AdamW, Lion, Muon, Shampoo, _StepperOptimizer  # noqa: E402
 
 STEPS = 50
 
@@ -148,7 +153,7 @@ def test_param_groups_keep_their_own_settings():
     assert opt.param_groups[1]["lr"] == 0.02
 
 
-@pytest.mark.parametrize("cls", [Muon, AdamW, Lion])
+@pytest.mark.parametrize("cls", [Muon, AdamW, Lion, Shampoo, SOAP])
 def test_nonfinite_gradient_skips_the_step(cls):
     model = _model()
     opt = cls(model.parameters(), lr=0.01)
@@ -225,3 +230,244 @@ def test_train_demo_runs_and_learns(tmp_path, capsys):
     results = json.loads(capsys.readouterr().out)
     assert set(results) == {"adamw", "muon", "shampoo", "soap"}
     assert all(r["test_accuracy"] > 0.5 for r in results.values())  # chance is 0.1
+
+
+# --- Shampoo and SOAP: the functional steppers are the oracle ---------------------------
+
+KRON = [(Shampoo, shampoo, {"every": 3, "start": 2, "beta": 0.9}),
+        (SOAP, soap, {"every": 3, "b1": 0.9})]
+
+
+def _conv_model(dtype=torch.float32):
+    """Parameters of orders 1 (biases), 2 (the head) and 3 (a conv kernel)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(),
+                               torch.nn.Linear(24, 3)).to(dtype)
+
+
+def _conv_batches(steps, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(16, 2, 8, generator=g), torch.randn(16, 3, generator=g))
+            for _ in range(steps)]
+
+
+def _backward(model, batch):
+    x, y = batch
+    model.zero_grad()
+    loss = ((model(x) - y) ** 2).mean()
+    loss.backward()
+    return loss
+
+
+def _by_hand(factory, options, params, grads_per_step, lrs, weight_decay):
+    """The functional optimizer applied per parameter: ``p <- p + update``."""
+    params = [p.detach().clone() for p in params]
+    states = [factory(lrs[0], weight_decay=weight_decay, **options).init(p) for p in params]
+    trajectory = []
+    for lr, grads in zip(lrs, grads_per_step, strict=True):
+        stepper = factory(lr, weight_decay=weight_decay, **options)  # stateless lr: same state
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            update, states[i] = stepper.update(g, states[i], p)
+            params[i] = p + update
+        trajectory.append([p.clone() for p in params])
+    return trajectory
+
+
+def _run(opt, model, batches, scheduler=None):
+    """Train; the gradients fed and the parameters after each step."""
+    grads, trajectory = [], []
+    for batch in batches:
+        _backward(model, batch)
+        grads.append([p.grad.clone() for p in model.parameters()])
+        opt.step()
+        trajectory.append([p.detach().clone() for p in model.parameters()])
+        if scheduler is not None:
+            scheduler.step()
+    return grads, trajectory
+
+
+def _assert_same(got, expected):
+    for step, (a, b) in enumerate(zip(got, expected, strict=True)):
+        for p, q in zip(a, b, strict=True):
+            assert torch.equal(p, q), f"step {step}: max |diff| {float((p - q).abs().max())}"
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize(("cls", "factory", "options"), KRON, ids=["Shampoo", "SOAP"])
+def test_kron_wrapper_reproduces_the_functional_stepper(cls, factory, options, weight_decay):
+    """Same gradients in, bit-identical parameters out, step for step over 20 steps."""
+    model = _conv_model()
+    start = [p.detach().clone() for p in model.parameters()]
+    opt = cls(model.parameters(), lr=0.01, weight_decay=weight_decay, **options)
+    grads, got = _run(opt, model, _conv_batches(20))
+    expected = _by_hand(factory, options, start, grads, [0.01] * 20, weight_decay)
+    _assert_same(got, expected)
+    assert not torch.equal(got[-1][0], start[0])
+
+
+@pytest.mark.parametrize(("cls", "factory", "options"), KRON, ids=["Shampoo", "SOAP"])
+def test_kron_wrapper_reads_lr_from_a_scheduler(cls, factory, options):
+    model = _conv_model()
+    start = [p.detach().clone() for p in model.parameters()]
+    lrs = [0.02 * 0.5 ** (t // 3) for t in range(9)]  # StepLR's, exact in binary
+    opt = cls(model.parameters(), lr=0.02, weight_decay=0.05, **options)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+    grads, got = _run(opt, model, _conv_batches(9), scheduler)
+    _assert_same(got, _by_hand(factory, options, start, grads, lrs, 0.05))
+    assert opt.param_groups[0]["lr"] == 0.0025
+
+
+@pytest.mark.parametrize(("cls", "factory", "options"), KRON, ids=["Shampoo", "SOAP"])
+def test_kron_param_groups_keep_their_own_lr(cls, factory, options):
+    model = _conv_model()
+    conv, head = list(model[0].parameters()), list(model[3].parameters())
+    start = [p.detach().clone() for p in head]
+    opt = cls([{"params": conv, "lr": 0.0}, {"params": head, "lr": 0.03}], lr=0.01, **options)
+    frozen = [p.detach().clone() for p in conv]
+    grads, got = _run(opt, model, _conv_batches(6))
+    assert all(torch.equal(p.detach(), q) for p, q in zip(conv, frozen, strict=True))
+    expected = _by_hand(factory, options, start, [g[2:] for g in grads], [0.03] * 6,
+                        opt.defaults["weight_decay"])
+    _assert_same([t[2:] for t in got], expected)
+
+
+@pytest.mark.parametrize(("cls", "factory", "options"), KRON, ids=["Shampoo", "SOAP"])
+def test_kron_state_dict_round_trip_resumes_bit_for_bit(cls, factory, options):
+    """Through torch.save / torch.load(weights_only=True): tensors and numbers only."""
+    batches = _conv_batches(12)
+    model = _conv_model()
+    _, straight = _run(cls(model.parameters(), lr=0.01, **options), model, batches)
+
+    model = _conv_model()
+    opt = cls(model.parameters(), lr=0.01, **options)
+    _run(opt, model, batches[:5])
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    resumed = _conv_model()
+    resumed.load_state_dict(saved["model"])
+    resumed_opt = cls(resumed.parameters(), lr=0.5)  # lr and options come back from the dict
+    resumed_opt.load_state_dict(saved["opt"])
+    assert resumed_opt.param_groups[0]["every"] == 3
+    _, got = _run(resumed_opt, resumed, batches[5:])
+    _assert_same(got, straight[5:])
+
+
+@pytest.mark.parametrize("cls", [Shampoo, SOAP])
+def test_kron_skip_on_nan_leaves_params_and_state_untouched(cls):
+    model = _conv_model()
+    opt = cls(model.parameters(), lr=0.01, every=2)
+    _run(opt, model, _conv_batches(3))
+    before = [p.detach().clone() for p in model.parameters()]
+    state = [{k: v.clone() for k, v in opt.state[p].items()} for p in model.parameters()]
+    _backward(model, _conv_batches(1, seed=5)[0])
+    model[3].weight.grad[0, 0] = float("nan")
+    opt.step()
+    for p, old, entries in zip(model.parameters(), before, state, strict=True):
+        assert torch.equal(p.detach(), old)
+        assert opt.state[p].keys() == entries.keys()
+        assert all(torch.equal(opt.state[p][k], v) for k, v in entries.items())
+    with pytest.raises(ValueError, match="non-finite"):
+        cls(model.parameters(), nonfinite="raise").step()
+
+
+@pytest.mark.parametrize("cls", [Shampoo, SOAP])
+def test_kron_options_mirror_the_stepper_and_bad_values_are_named(cls):
+    params = [torch.nn.Parameter(torch.zeros(3, 2))]
+    defaults = cls(params).defaults
+    assert defaults["every"] == 10 and defaults["nonfinite"] == "skip"
+    assert "b1" in defaults and "max_precond_dim" in defaults
+    with pytest.raises(ValueError, match=r"b1 must be in \[0.0, 1.0\); got 1.5"):
+        cls(params, b1=1.5)
+    with pytest.raises(ValueError, match="every must be an int >= 1; got 0"):
+        cls(params, every=0)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['momentum'\]"):
+        cls(params, momentum=0.9)
+    with pytest.raises(ValueError, match="-1"):
+        cls(params, lr=-1.0)
+    with pytest.raises(ValueError, match="nonfinite"):
+        cls(params, nonfinite="bogus")
+
+
+def test_shampoo_state_names_are_the_stepper_entries():
+    w = torch.nn.Parameter(torch.ones(3, 2))
+    w.grad = torch.ones(3, 2)
+    opt = Shampoo([w])
+    opt.step()
+    assert list(opt.state[w]) == ["step", "factors.factors.0", "factors.factors.1",
+                                  "preconditioners.matrices.0", "preconditioners.matrices.1",
+                                  "exp_avg", "exp_avg_sq"]
+
+
+# --- the state machinery on a toy stepper with nested, odd-shaped, mixed state -----------
+
+class _Layout(NamedTuple):
+    shape: tuple
+    kept: tuple
+
+
+class _Inner(NamedTuple):
+    mats: Any
+    layout: Any
+
+
+class _ToyState(NamedTuple):
+    count: Any  # a Python int
+    clock: Any  # a float64 0-d tensor, on a float32 parameter
+    inner: Any  # a tuple holding a square matrix per axis and a None
+    trace: Any  # shaped like the parameter
+
+
+def _toy_stepper():
+    def init(p):
+        mats = (torch.zeros(p.shape[0], p.shape[0], dtype=p.dtype), None,
+                torch.zeros(p.shape[-1], p.shape[-1], dtype=p.dtype))
+        return _ToyState(0, torch.zeros((), dtype=torch.float64),
+                         _Inner(mats, _Layout(tuple(p.shape), (True, False, True))),
+                         torch.zeros_like(p))
+
+    def update(g, state, p):
+        left, _, right = state.inner.mats
+        mats = (left + g @ g.T, None, right + g.T @ g)
+        clock = state.clock + 1.0 / 3.0  # not representable in float32
+        trace = 0.5 * state.trace + g
+        return trace * float(state.count + 1), _ToyState(
+            state.count + 1, clock, _Inner(mats, state.inner.layout), trace)
+
+    return Stepper(init, update, stackable=False)
+
+
+class _Toy(_StepperOptimizer):
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, {"lr": lr, "weight_decay": 0.0, "nonfinite": "skip"})
+
+    def _stepper(self, group):
+        return _toy_stepper()
+
+
+def test_nested_state_is_stored_by_unique_names_and_round_trips():
+    w = torch.nn.Parameter(torch.ones(3, 2))
+    opt = _Toy([w])
+    for k in range(3):
+        w.grad = torch.full((3, 2), float(k + 1))
+        opt.step()
+    state = opt.state[w]
+    assert sorted(state) == ["clock", "count", "inner.mats.0", "inner.mats.2", "trace"]
+    assert state["count"] == 3 and state["inner.mats.2"].shape == (2, 2)
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    w2 = torch.nn.Parameter(w.detach().clone())
+    opt2 = _Toy([w2])
+    opt2.load_state_dict(torch.load(buffer, weights_only=True))
+    assert opt2.state[w2]["clock"].dtype == torch.float64  # torch.optim would cast to float32
+    assert torch.equal(opt2.state[w2]["clock"], state["clock"])
+    for p in (w, w2):
+        p.grad = torch.full((3, 2), -1.0)
+    opt.step()
+    opt2.step()
+    assert torch.equal(w.detach(), w2.detach()) and opt2.state[w2]["count"] == 4
+    w2.grad = torch.full((3, 2), float("nan"))
+    opt2.step()  # skipped: the Python number is kept too
+    assert opt2.state[w2]["count"] == 4

@@ -1,17 +1,27 @@
-"""``torch.optim.Optimizer`` subclasses built on the steppers: `Muon`, `AdamW`, `Lion`.
+"""``torch.optim.Optimizer`` subclasses built on the steppers: `Muon`, `AdamW`, `Lion`,
+`Shampoo`, `SOAP`.
 
 `Muon` and `AdamW` accept every keyword argument of ``torch.optim.Muon`` and
 ``torch.optim.AdamW`` with the same meaning and keep their state under the same names
 (``momentum_buffer``; ``step``, ``exp_avg``, ``exp_avg_sq``), so they are drop-ins,
-``state_dict`` included. This is the one module of matsign, besides the backend layer,
-that imports torch.
+``state_dict`` included. `Shampoo` and `SOAP` take the options of
+`matsign.optim.scale_by_shampoo` and `matsign.optim.scale_by_soap`. This is the one
+module of matsign, besides the backend layer, that imports torch.
+
+A stepper's state (a NamedTuple, possibly nesting tuples and NamedTuples) is kept per
+parameter as a flat dict of *entries*: its tensors and bare Python numbers, named by
+their path (``exp_avg``, ``factors.factors.0``). ``None`` and tuples of plain values
+(the shapes of a `matsign.kron.KronLayout`) are structure: ``init`` rebuilds them.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from ._base import all_finite, chain, check_nonfinite, matrix_shape
+from .shampoo import scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
     SHAPE_SCALES,
     cautious,
@@ -22,32 +32,82 @@ from .transforms import (
     trace,
 )
 
-__all__ = ["AdamW", "Lion", "Muon"]
+__all__ = ["SOAP", "AdamW", "Lion", "Muon", "Shampoo"]
 
 ADJUST_LR_FN = {None: "jordan", "original": "jordan", "match_rms_adamw": "moonlight"}
 
 
-def _flatten(state):
-    """Named fields of a stepper state (a NamedTuple or nested tuples of them)."""
+def _is_structure(value):
+    """None, or a plain tuple of plain values (a shape): fixed by ``init``, not stored."""
+    if value is None:
+        return True
+    if not isinstance(value, tuple) or hasattr(value, "_fields"):
+        return False
+    return not any(isinstance(v, (tuple, torch.Tensor, _Slot)) for v in value)
+
+
+def _join(prefix, name):
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _map_entries(state, fn, prefix=""):
+    """``state`` with every entry replaced by ``fn(name, entry)``; structure kept.
+
+    NamedTuple fields are named by field, tuple items by position, except that the
+    parts of a `chain` (a tuple of NamedTuples) share their parent's namespace when
+    their entry names are distinct: ``chain(trace, orthogonalize)`` keeps torch's
+    ``momentum_buffer``.
+    """
+    if _is_structure(state):
+        return state
+    if not isinstance(state, tuple):
+        return fn(prefix, state)
     if hasattr(state, "_fields"):
-        return dict(zip(state._fields, state, strict=True))
-    flat = {}
-    for part in state:
-        flat.update(_flatten(part))
-    return flat
+        return type(state)(*(_map_entries(value, fn, _join(prefix, field))
+                             for field, value in zip(state._fields, state, strict=True)))
+    shared = _shares_namespace(state)
+    return tuple(_map_entries(value, fn, prefix if shared else _join(prefix, str(i)))
+                 for i, value in enumerate(state))
 
 
-def _unflatten(template, flat):
-    """Rebuild ``template``'s structure from a dict of named fields."""
-    if hasattr(template, "_fields"):
-        return type(template)(*(flat[name] for name in template._fields))
-    return tuple(_unflatten(part, flat) for part in template)
+def _shares_namespace(parts):
+    if not all(hasattr(part, "_fields") for part in parts):
+        return False
+    names = [name for part in parts for name in _entries(part)]
+    return len(names) == len(set(names))
+
+
+def _entries(state):
+    """The entries of a stepper state, ``{name: tensor or Python number}``."""
+    found = {}
+    _map_entries(state, found.__setitem__)
+    return found
+
+
+class _Slot:
+    """An entry's place in a skeleton: the dtype a tensor entry loads in (None otherwise)."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, name, value):
+        self.dtype = value.dtype if isinstance(value, torch.Tensor) else None
 
 
 class _StepperOptimizer(torch.optim.Optimizer):
-    """Runs a matsign stepper per parameter group; state kept per parameter by field name."""
+    """Runs a matsign stepper per parameter group; state kept per parameter by entry name.
+
+    Per parameter, ``self.state[p]`` holds the entries of the stepper's state (see the
+    module notes) and ``self._skeletons[p]`` the rest: the state's structure with a
+    placeholder per entry, from ``init``, rebuilt after ``load_state_dict``.
+    """
 
     _stack = False  # stack same-shape matrices into one call (Muon)
+    _host_skip = False  # decide "skip" on the host and not run the stepper (Shampoo, SOAP)
+
+    def __init__(self, params, defaults):  # numpydoc ignore=PR01
+        """Set up the parameter groups (see ``torch.optim.Optimizer``)."""
+        self._skeletons = {}
+        super().__init__(params, defaults)
 
     def _stepper(self, group):  # numpydoc ignore=PR01,RT01
         """The stepper for ``group``'s current hyperparameters."""
@@ -56,9 +116,35 @@ class _StepperOptimizer(torch.optim.Optimizer):
     def __setstate__(self, state):
         """Fill options a loaded state dict lacks (e.g. one saved by torch.optim) with defaults."""
         super().__setstate__(state)
+        self._skeletons = {}
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+
+    def load_state_dict(self, state_dict):
+        """Load a state dict: tensors take the dtypes the stepper's ``init`` gives them.
+
+        ``torch.optim.Optimizer`` casts every tensor but ``step`` to the parameter's
+        dtype; a stepper may keep some (counters, factors) wider than the parameter,
+        so each entry is cast from the saved tensor to its ``init`` dtype instead.
+
+        Parameters
+        ----------
+        state_dict : dict
+            As returned by `state_dict` (here or by the torch.optim peer).
+        """
+        super().load_state_dict(state_dict)
+        saved_ids = iter([i for g in state_dict["param_groups"] for i in g["params"]])
+        for group in self.param_groups:
+            stepper = self._stepper(group)
+            for p in group["params"]:
+                saved = state_dict["state"].get(next(saved_ids), {})
+                if not saved:
+                    continue
+                skeleton = self._skeleton(stepper, p, _view(p, group))
+                for name, slot in _entries(skeleton).items():
+                    if slot.dtype is not None and isinstance(saved.get(name), torch.Tensor):
+                        self.state[p][name] = saved[name].to(device=p.device, dtype=slot.dtype)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -98,10 +184,15 @@ class _StepperOptimizer(torch.optim.Optimizer):
         grads = [-p.grad if group.get("maximize", False) else p.grad for p in params]
         flag = all_finite(grads, xp=torch)
         check_nonfinite(flag, group["nonfinite"], where=f"a {type(self).__name__} group")
+        keep = flag if group["nonfinite"] == "skip" else None
+        if keep is not None and self._host_skip:
+            if not bool(flag):  # a host sync, as these steppers make every step anyway
+                return
+            keep = None
         stepper = self._stepper(group)
         by_param = {id(p): g for p, g in zip(params, grads, strict=True)}
         for members in self._batches(params, group):
-            self._step_batch(stepper, members, by_param, flag, group)
+            self._step_batch(stepper, members, by_param, keep, group)
 
     def _batches(self, params, group):
         if not self._stack:
@@ -112,36 +203,63 @@ class _StepperOptimizer(torch.optim.Optimizer):
             batches.setdefault(key, []).append(p)
         return list(batches.values())
 
-    def _step_batch(self, stepper, members, grads, flag, group):
-        view = matrix_shape(members[0].shape, group.get("reshape", "batch"))
+    def _skeleton(self, stepper, p, view):
+        """``p``'s state structure, a placeholder per entry (from ``init``, cached)."""
+        if p not in self._skeletons:
+            self._skeletons[p] = _map_entries(stepper.init(p.reshape(view)), _Slot)
+        return self._skeletons[p]
+
+    def _state_of(self, stepper, p, view):
+        """``p``'s entries, initialised on first use and checked against the skeleton."""
+        state = self.state[p]
+        if not state:
+            fresh = stepper.init(p.reshape(view))
+            state.update(_entries(fresh))
+            self._skeletons[p] = _map_entries(fresh, _Slot)
+        skeleton = self._skeleton(stepper, p, view)
+        missing = sorted(set(_entries(skeleton)) - set(state))
+        if missing:
+            msg = (f"{type(self).__name__}: the state of a parameter of shape "
+                   f"{tuple(p.shape)} lacks {missing} (has {sorted(state)}); was it "
+                   f"saved by another optimizer or with other options?")
+            raise ValueError(msg)
+        return state
+
+    def _step_batch(self, stepper, members, grads, keep, group):
+        view = _view(members[0], group)
+        states = [self._state_of(stepper, p, view) for p in members]
+        skeleton = self._skeletons[members[0]]
         P = _stack([p.reshape(view) for p in members])
         G = _stack([grads[id(p)].reshape(view) for p in members])
-        template = stepper.init(P.new_zeros(()))  # structure only
-        for p in members:
-            if not self.state[p]:
-                self.state[p].update(_flatten(stepper.init(p.reshape(view))))
-        flat = {name: _stack([self.state[p][name].reshape(self._field_shape(p, name, view))
-                              for p in members]) for name in _flatten(template)}
-        U, new_state = stepper.update(G, _unflatten(template, flat), P)
-        skip = group["nonfinite"] == "skip"
+        stacked = _map_entries(skeleton, lambda name, _: _stack([s[name] for s in states]))
+        U, new_state = stepper.update(G, stacked, P)
         alpha = -float(group["lr"]) * self._scale(view, group)
         for i, p in enumerate(members):
-            d = (U[i] if len(members) > 1 else U).reshape(p.shape)
-            new = _decayed(p, d, group).add_(d, alpha=alpha)
-            p.copy_(torch.where(flag, new, p) if skip else new)
-        for name, value in _flatten(new_state).items():
-            for i, p in enumerate(members):
-                v = value[i] if len(members) > 1 else value
-                old = self.state[p][name]
-                old.copy_(torch.where(flag, v.reshape(old.shape), old) if skip
-                          else v.reshape(old.shape))
+            new = self._updated(p, _part(U, i, len(members)).reshape(p.shape), alpha, group)
+            p.copy_(new if keep is None else torch.where(keep, new, p))
+        for name, value in _entries(new_state).items():
+            for i, state in enumerate(states):
+                state[name] = _write(state[name], _part(value, i, len(members)), keep)
 
     def _scale(self, view, group):  # numpydoc ignore=PR01,RT01
         """Multiplier of the learning rate for a direction of shape ``view``."""
         return 1.0
 
-    def _field_shape(self, p, name, view):
-        return self.state[p][name].shape if self.state[p][name].ndim == 0 else view
+    def _updated(self, p, direction, alpha, group):  # numpydoc ignore=PR01,RT01
+        """``p`` decayed (decoupled), plus ``alpha * direction``."""
+        return _decayed(p, direction, group).add_(direction, alpha=alpha)
+
+
+def _view(p, group):
+    """The shape the stepper sees for ``p`` (Muon's ``reshape``; others: ``p``'s own)."""
+    return matrix_shape(p.shape, group.get("reshape", "batch"))
+
+
+def _write(old, new, keep):
+    """Store ``new`` over ``old`` (tensors in place); ``keep`` false keeps ``old``."""
+    if not isinstance(old, torch.Tensor):
+        return new if keep is None or bool(keep) else old  # Python numbers: a host sync
+    return old.copy_(new if keep is None else torch.where(keep, new, old))
 
 
 def _decayed(p, direction, group):
@@ -152,8 +270,21 @@ def _decayed(p, direction, group):
     return torch.where(direction * p > 0, p.mul(factor), p)
 
 
-def _stack(tensors):
-    return tensors[0] if len(tensors) == 1 else torch.stack(tensors)
+def _stack(values):
+    """One batch of per-parameter values: tensors stacked, Python numbers shared."""
+    if len(values) == 1:
+        return values[0]
+    if isinstance(values[0], torch.Tensor):
+        return torch.stack(values)
+    if any(v != values[0] for v in values):
+        msg = f"cannot stack per-parameter Python numbers that differ: {values}"
+        raise ValueError(msg)
+    return values[0]
+
+
+def _part(value, i, count):
+    """Member ``i`` of a batch of ``count`` (see `_stack`)."""
+    return value[i] if count > 1 and isinstance(value, torch.Tensor) else value
 
 
 def _check_common(lr, weight_decay, nonfinite):
@@ -370,3 +501,280 @@ class Lion(_StepperOptimizer):
     def _stepper(self, group):
         direction = scale_by_lion(*group["betas"])
         return cautious(direction) if group["cautious_mask"] else direction
+
+
+
+
+def _check_range(owner, name, value, low, high=None):
+    """``low <= value`` (and ``value < high``), else a ValueError naming ``value``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"{owner}: {name} must be a real number; got {value!r}"
+        raise ValueError(msg)
+    if not low <= value or (high is not None and not value < high):
+        bounds = f"in [{low}, {high})" if high is not None else f">= {low}"
+        msg = f"{owner}: {name} must be {bounds}; got {value}"
+        raise ValueError(msg)
+
+
+def _check_count(owner, name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"{owner}: {name} must be an int >= 1; got {value!r}"
+        raise ValueError(msg)
+
+
+def _check_choice(owner, name, value, choices):
+    if value not in choices:
+        msg = f"{owner}: {name} must be one of {choices}; got {value!r}"
+        raise ValueError(msg)
+
+
+def _optional(check):
+    return lambda owner, name, value: None if value is None else check(owner, name, value)
+
+
+def _fraction(owner, name, value):
+    _check_range(owner, name, value, 0.0, 1.0)
+
+
+def _nonnegative(owner, name, value):
+    _check_range(owner, name, value, 0.0)
+
+
+def _flag(owner, name, value):
+    _check_choice(owner, name, value, (False, True))
+
+
+# Checks of the options Shampoo and SOAP pass to their steppers, where a stepper has them.
+_OPTION_CHECKS = {
+    "b1": _fraction, "b2": _fraction, "beta": _optional(_fraction), "eps": _nonnegative,
+    "every": _check_count, "start": _check_count, "max_dim": _optional(_check_count),
+    "max_precond_dim": _optional(_check_count), "root_eps": _nonnegative,
+    "rank_rtol": _optional(_nonnegative),
+    "root_eps_mode": lambda o, n, v: _check_choice(o, n, v, ("relative", "absolute")),
+    "root_method": lambda o, n, v: _check_choice(o, n, v, ("auto", "eigh", "newton")),
+    "graft": _flag, "merge_small": _flag, "precondition_1d": _flag, "normalize": _flag,
+}
+
+
+class _KronOptimizer(_StepperOptimizer):
+    """Shampoo and SOAP: the functional optimizer, applied per parameter of any order.
+
+    The stepper is ``factory(-1.0, weight_decay=..., **options)``: the functional
+    optimizer at learning rate -1, which returns its direction plus the decoupled
+    decay, ``u + wd p``, so the wrapper's step ``p - lr (u + wd p)`` is the functional
+    one's; decay, first-step rules and options are the functional optimizer's own.
+    Each keyword argument of the direction stepper (``direction``) is a constructor
+    argument with the same default.
+    """
+
+    _host_skip = True  # the steppers read the step count on the host; roots reject NaN
+    factory = None  # matsign.optim.shampoo or .soap
+    direction = None  # the stepper behind it, whose keyword arguments are the options
+
+    def __init__(self, params, lr, weight_decay, maximize, nonfinite, options):
+        name = type(self).__name__
+        _check_common(lr, weight_decay, nonfinite)
+        known = self._options()
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            msg = (f"{name}: unknown option(s) {unknown}; "
+                   f"{self.direction.__name__} takes {list(known)}")
+            raise ValueError(msg)
+        options = {**known, **options}
+        for key, value in options.items():
+            _OPTION_CHECKS.get(key, lambda *args: None)(name, key, value)
+        defaults = {"lr": lr, "weight_decay": weight_decay, **options,
+                    "maximize": maximize, "nonfinite": nonfinite}
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._stepper(group)  # the stepper's own checks, now rather than at step 1
+
+    @classmethod
+    def _options(cls):
+        """The direction stepper's keyword arguments and their defaults."""
+        parameters = inspect.signature(cls.direction).parameters.values()
+        return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY}
+
+    def _stepper(self, group):
+        options = {name: group[name] for name in self._options()}
+        return type(self).factory(-1.0, weight_decay=group["weight_decay"], **options)
+
+    def _updated(self, p, direction, alpha, group):
+        return p + alpha * direction  # the decay is in the direction; rounds as the oracle
+
+
+def _mirror_signature(cls):
+    """Show the direction stepper's options in ``cls``'s signature (help, docs)."""
+    factory = inspect.signature(cls.factory).parameters
+    head = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("lr", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              default=factory["learning_rate"].default)]
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    tail = [inspect.Parameter("weight_decay", keyword,
+                              default=factory["weight_decay"].default),
+            *(inspect.Parameter(name, keyword, default=default)
+              for name, default in cls._options().items()),
+            inspect.Parameter("maximize", keyword, default=False),
+            inspect.Parameter("nonfinite", keyword, default="skip")]
+    cls.__init__.__signature__ = inspect.Signature([*head, *tail])
+    return cls
+
+
+def _default(function, name):
+    return inspect.signature(function).parameters[name].default
+
+
+# the functional optimizers' defaults (module constants: a default is evaluated once anyway)
+SHAMPOO_LR = _default(shampoo, "learning_rate")
+SHAMPOO_WEIGHT_DECAY = _default(shampoo, "weight_decay")
+SOAP_LR = _default(soap, "learning_rate")
+SOAP_WEIGHT_DECAY = _default(soap, "weight_decay")
+
+
+@_mirror_signature
+class Shampoo(_KronOptimizer):
+    """Shampoo, grafted onto Adam's step length, as a ``torch.optim.Optimizer``.
+
+    The updates are those of ``matsign.optim.shampoo(lr, weight_decay=..., **options)``
+    (`matsign.optim.shampoo`), with ``lr`` read from the parameter group each step.
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter groups (dicts), of any order: a matrix gets two
+        factors, a conv kernel one per axis, a bias one (full-matrix AdaGrad on the
+        vector), see `matsign.kron.kron_layout`.
+    lr : float, default 1e-3
+        Learning rate: Adam's, as the direction is grafted onto Adam's step length.
+    weight_decay : float, default 0.0
+        Decoupled weight decay: ``p <- p - lr * (u + weight_decay * p)``.
+    maximize : bool, default False
+        Ascend instead of descend.
+    nonfinite : {"skip", "raise", "ignore"}, default "skip"
+        If a gradient of the group holds inf or NaN: skip the group's step (parameters
+        and state unchanged), raise ValueError, or go on (the inverse roots then raise).
+    **options
+        The keyword arguments of `matsign.optim.scale_by_shampoo`, with its defaults:
+        ``b1=0.9``, ``b2=0.999``, ``eps=1e-8`` (Adam's moments), ``beta=None`` (sum the
+        factor statistics; a float keeps an EMA), ``every=10`` (recompute the roots),
+        ``start=1`` (first Shampoo step), ``max_dim``, ``max_precond_dim`` (blocking),
+        ``exponents``, ``root_eps=1e-6``, ``root_eps_mode="relative"``, ``rank_rtol``,
+        ``graft=True``, ``root_method="auto"``. Each is kept in the parameter group.
+
+    Raises
+    ------
+    ValueError
+        For an unknown option or a value out of range, named in the message.
+
+    Notes
+    -----
+    State per parameter: the entries of `matsign.optim.ShampooState`, ``step``,
+    ``exp_avg``, ``exp_avg_sq`` and per mode ``factors.factors.<i>`` and
+    ``preconditioners.matrices.<i>`` (shape ``(*grid, block, block)``). The stepper reads
+    the step count on the host each step, so ``"skip"`` decides on the host as well,
+    without running the stepper (inverse roots reject non-finite input).
+
+    References
+    ----------
+    Gupta, Koren and Singer, Shampoo (arXiv:1802.09568); Anil et al., Scalable
+    Second Order Optimization (arXiv:2002.09018).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from matsign.optim.torch import Shampoo
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Linear(4, 3)
+    >>> opt = Shampoo(model.parameters(), lr=1e-2, every=5)
+    >>> for _ in range(3):
+    ...     opt.zero_grad()
+    ...     model(torch.randn(8, 4)).square().mean().backward()
+    ...     opt.step()
+    >>> for name, value in opt.state[model.weight].items():
+    ...     print(name, tuple(value.shape))
+    step ()
+    factors.factors.0 (1, 1, 3, 3)
+    factors.factors.1 (1, 1, 4, 4)
+    preconditioners.matrices.0 (1, 1, 3, 3)
+    preconditioners.matrices.1 (1, 1, 4, 4)
+    exp_avg (3, 4)
+    exp_avg_sq (3, 4)
+    """
+
+    factory = staticmethod(shampoo)
+    direction = staticmethod(scale_by_shampoo)
+
+    def __init__(self, params, lr=SHAMPOO_LR, *, weight_decay=SHAMPOO_WEIGHT_DECAY, maximize=False,
+                 nonfinite="skip", **options):
+        super().__init__(params, lr, weight_decay, maximize, nonfinite, options)
+
+
+@_mirror_signature
+class SOAP(_KronOptimizer):
+    """SOAP, Adam in the eigenbases of Shampoo's factors, as a ``torch.optim.Optimizer``.
+
+    The updates are those of ``matsign.optim.soap(lr, weight_decay=..., **options)``
+    (`matsign.optim.soap`), with ``lr`` read from the parameter group each step.
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter groups (dicts), of any order (see `Shampoo`).
+    lr : float
+        Learning rate; default that of `matsign.optim.soap`.
+    weight_decay : float
+        Decoupled weight decay, ``p <- p - lr * (u + weight_decay * p)``; default that
+        of `matsign.optim.soap`.
+    maximize : bool, default False
+        Ascend instead of descend.
+    nonfinite : {"skip", "raise", "ignore"}, default "skip"
+        See `Shampoo`.
+    **options
+        The keyword arguments of `matsign.optim.scale_by_soap`, with its defaults:
+        ``b1``, ``b2``, ``eps`` (Adam's moments), ``beta`` (EMA of the factors),
+        ``every`` (refresh the eigenbases), ``max_dim``, ``max_precond_dim``
+        (blocking) and the rest it takes. Each is kept in the parameter group.
+
+    Raises
+    ------
+    ValueError
+        For an unknown option or a value out of range, named in the message.
+
+    Notes
+    -----
+    The first step sets up the eigenbases (its direction is 0), as in
+    `matsign.optim.soap`. The state per parameter holds the entries of
+    `matsign.optim.SOAPState` (``step``, ``exp_avg``, ``exp_avg_sq`` in the rotated
+    blocked shape, per mode ``factors.factors.<i>`` and ``bases.bases.<i>``).
+
+    References
+    ----------
+    Vyas et al., SOAP: Improving and Stabilizing Shampoo using Adam (arXiv:2409.11321).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from matsign.optim.torch import SOAP
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Linear(4, 3)
+    >>> x, y = torch.randn(16, 4), torch.randn(16, 3)
+    >>> opt = SOAP(model.parameters(), lr=0.05, every=5)
+    >>> def closure():
+    ...     opt.zero_grad()
+    ...     loss = (model(x) - y).square().mean()
+    ...     loss.backward()
+    ...     return loss
+    >>> first = opt.step(closure)
+    >>> for _ in range(20):
+    ...     last = opt.step(closure)
+    >>> bool(last < first)
+    True
+    """
+
+    factory = staticmethod(soap)
+    direction = staticmethod(scale_by_soap)
+
+    def __init__(self, params, lr=SOAP_LR, *, weight_decay=SOAP_WEIGHT_DECAY, maximize=False,
+                 nonfinite="skip", **options):
+        super().__init__(params, lr, weight_decay, maximize, nonfinite, options)
