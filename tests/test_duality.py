@@ -51,6 +51,15 @@ def tolerance(backend, dtype, n):
     return 4 * eps_of(backend, dtype) * math.sqrt(n) + 1e-12
 
 
+def factor_tolerance(backend, dtype, n):
+    """Orthogonality of an SVD's factors, O(n eps) (Higham, Accuracy and Stability, 19.3).
+
+    The unit-norm check sees it directly: GPU SVDs (cuSOLVER) reach ~9 eps at n = 20,
+    past the sqrt(n) rounding of a reduction.
+    """
+    return 4 * eps_of(backend, dtype) * n + 1e-12
+
+
 def check_duality(backend, dtype, shape, kind, layout="out_in"):
     xp = backend.xp
     G = backend.asarray(RNG.standard_normal(shape), dtype)
@@ -59,7 +68,8 @@ def check_duality(backend, dtype, shape, kind, layout="out_in"):
     a, d = _xp.to_numpy(G).astype(np.float64), _xp.to_numpy(D).astype(np.float64)
     primal_of_G, dual_of_G = oracle_norms(a, kind, layout)
     rtol = tolerance(backend, dtype, max(shape[-2:]))
-    np.testing.assert_allclose(oracle_norms(d, kind, layout)[0], 1.0, rtol=rtol)
+    unit_rtol = factor_tolerance(backend, dtype, max(shape[-2:]))
+    np.testing.assert_allclose(oracle_norms(d, kind, layout)[0], 1.0, rtol=unit_rtol)
     inner = (a * d).reshape(*dual_of_G.shape, -1).sum(-1)
     np.testing.assert_allclose(inner, dual_of_G, rtol=rtol)
     work_rtol = max(rtol, tolerance(backend, "float32", 1) if dtype == "bfloat16" else 0)
