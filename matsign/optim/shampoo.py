@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from .. import _xp, kron
@@ -149,40 +150,65 @@ class SOAPState(NamedTuple):
     exp_avg_sq: Any
 
 
-def scale_by_soap(*, b1=0.95, b2=0.95, eps=1e-8, beta=0.95, every=10, max_dim=None,
-                  max_precond_dim=None):
+def scale_by_soap(*, b1=0.95, b2=0.95, eps=1e-8, beta=None, every=10, max_dim=None,
+                  max_precond_dim=10000, merge_small=False, precondition_1d=False,
+                  normalize=False):
     """SOAP's direction: Adam run in the eigenbases of Shampoo's factors.
 
     Parameters
     ----------
     b1, b2, eps : float
-        Adam's moments (the paper's defaults 0.95, 0.95).
-    beta : float, default 0.95
-        EMA of the factor statistics.
+        Adam's moments and epsilon (the reference's defaults 0.95, 0.95, 1e-8).
+    beta : float, optional
+        EMA of the factor statistics (the reference's ``shampoo_beta``); None uses ``b2``.
     every : int, default 10
-        Refresh the eigenbases every ``every`` steps (one power iteration and a QR,
+        Refresh the eigenbases every ``every`` Adam steps (one power iteration and a QR,
         `matsign.kron.refresh_eigenbases`); the first step takes a full eigh.
-    max_dim, max_precond_dim
-        Blocking, see `matsign.kron.kron_layout`.
+    max_dim : int, optional
+        Cut modes larger than this into blocks, see `matsign.kron.kron_layout`.
+    max_precond_dim : int or None, default 10000
+        Modes larger than this keep the identity basis (the reference's default, which
+        leaves vocabulary-sized axes unrotated). None rotates every mode.
+    merge_small : bool, default False
+        Merge neighbouring modes while their product stays within ``max_precond_dim``
+        (the reference's ``merge_dims``).
+    precondition_1d : bool, default False
+        Rotate 1-D (and 0-D) parameters in the eigenbasis of ``g g^T`` too. By default
+        they are left unrotated, so SOAP is plain Adam on biases and norm scales.
+    normalize : bool, default False
+        Rescale each parameter's direction to unit RMS before the bias correction (the
+        reference's ``normalize_grads``).
 
     Returns
     -------
     Stepper
         State `SOAPState`; not stackable.
 
+    Raises
+    ------
+    ValueError
+        For ``every`` below 1.
+
     Notes
     -----
-    The first step only builds the factors and their eigenbases (its direction is 0,
-    as in the reference code: Adam on a gradient in its own singular bases would
-    turn rounding-level off-diagonal entries into full-size signs). Then per step:
-    ``m <- lerp(m, g, 1 - b1)``; ``v <- b2 v + (1 - b2) (Q^T g)^2`` in the rotated
-    coordinates; direction ``Q (Q^T m_hat / (sqrt(v_hat) + eps))``; the factors take
-    ``g`` and, every ``every`` Adam steps, the bases are refreshed and ``v`` permuted
-    to follow their columns. The step count is read on the host (one sync per step).
+    The first step only builds the factors and their eigenbases (direction 0, as in the
+    reference code: the current gradient never sets the basis it is rotated into). Then,
+    with ``s`` Adam steps counted from 1: ``m <- b1 m + (1 - b1) g``;
+    ``v <- b2 v + (1 - b2) (Q^T g)^2`` in the rotated coordinates; direction
+    ``Q (Q^T m / (sqrt(v) + eps)) * sqrt(1 - b2^s) / (1 - b1^s)`` (the bias correction
+    sits outside ``eps``, as in the reference). The factors then take ``g`` and, every
+    ``every`` Adam steps, the bases are refreshed and ``v`` permuted to follow their
+    columns. The step count is read on the host (one sync per step).
+
+    At the same learning rate SOAP may start slower than Adam, as the reference code
+    does: the first bases come from one minibatch's statistics, and Adam's per-coordinate
+    normalisation in them spends much of each early step on coordinates that hold mostly
+    noise (early steps less aligned with the full-batch gradient, and shorter).
 
     References
     ----------
-    Vyas et al., SOAP: Improving and Stabilizing Shampoo using Adam (arXiv:2409.11321).
+    Vyas et al., SOAP: Improving and Stabilizing Shampoo using Adam (arXiv:2409.11321);
+    reference code github.com/nikhilvyas/SOAP.
 
     Examples
     --------
@@ -198,10 +224,17 @@ def scale_by_soap(*, b1=0.95, b2=0.95, eps=1e-8, beta=0.95, every=10, max_dim=No
     >>> bool(np.allclose(d @ d.T, np.eye(2), atol=1e-6))
     True
     """
+    if every < 1:
+        msg = f"scale_by_soap: every must be at least 1; got {every}"
+        raise ValueError(msg)
+    factor_beta = b2 if beta is None else beta
 
     def init(param):
         xp = _xp.namespace(param)
-        factors = kron.init_factors(param, max_dim=max_dim, max_precond_dim=max_precond_dim)
+        factors = kron.init_factors(param, max_dim=max_dim, max_precond_dim=max_precond_dim,
+                                    merge_small=merge_small)
+        if param.ndim < 2 and not precondition_1d:
+            factors = _unrotated(factors)
         bases = kron.eigenbases(factors)
         rotated = kron.project(param, bases)
         return SOAPState(_zeros_count(param), factors, bases, xp.zeros_like(param),
@@ -211,24 +244,44 @@ def scale_by_soap(*, b1=0.95, b2=0.95, eps=1e-8, beta=0.95, every=10, max_dim=No
         xp = _xp.namespace(grad)
         step = state.step + 1.0
         t = _host_step(step)
+        factors = kron.update_factors(grad, state.factors, beta=factor_beta, xp=xp)
         if t == 1:  # the first gradient only sets up the bases, as the reference code
-            factors = kron.update_factors(grad, state.factors, beta=beta)
-            bases = kron.eigenbases(factors, xp=xp)
-            new = SOAPState(step, factors, bases, state.exp_avg, state.exp_avg_sq)
+            new = SOAPState(step, factors, kron.eigenbases(factors, xp=xp), state.exp_avg,
+                            state.exp_avg_sq)
             return xp.zeros_like(grad), new
-        bases, tau = state.bases, t - 1  # Adam steps taken so far, this one included
+        bases, s = state.bases, t - 1  # Adam steps taken so far, this one included
         rotated = kron.project(grad, bases, xp=xp)
         m = _lerp(state.exp_avg, grad, 1.0 - b1)
         v = b2 * state.exp_avg_sq + (1.0 - b2) * (rotated * rotated)
-        m_rot = kron.project(m, bases, xp=xp) / (1.0 - b1**tau)
-        direction = kron.unproject(m_rot / (xp.sqrt(v / (1.0 - b2**tau)) + eps), bases, xp=xp)
-        factors = kron.update_factors(grad, state.factors, beta=beta)
-        if tau % every == 0:
+        adam = kron.project(m, bases, xp=xp) / (xp.sqrt(v) + eps)
+        direction = kron.unproject(adam, bases, xp=xp)
+        if normalize:
+            direction = direction / (xp.sqrt(xp.mean(direction * direction)) + 1e-30)
+        direction = direction * (math.sqrt(1.0 - b2**s) / (1.0 - b1**s))
+        if s % every == 0:
             bases, orders = kron.refresh_eigenbases(factors, bases, xp=xp)
             v = _permute(v, orders, xp)
         return direction, SOAPState(step, factors, bases, m, v)
 
     return Stepper(init, update, stackable=False)
+
+
+def _unrotated(factors):
+    """The same blocked layout with no factor kept: every mode keeps the identity basis."""
+    layout = factors.layout._replace(preconditioned=(False,) * len(factors.layout.modes))
+    return kron.KronState((None,) * len(layout.modes), layout)
+
+
+def _after_first_step(inner):
+    """``inner`` with its whole first update zeroed (SOAP's set-up step moves nothing)."""
+
+    def update(grad, state, param):
+        first = state[0].step == 0.0  # on the device: no second host sync
+        out, state = inner.update(grad, state, param)
+        xp = _xp.namespace(out)
+        return xp.where(first, xp.zeros_like(out), out), state
+
+    return Stepper(inner.init, update, inner.stackable)
 
 
 def _permute(v, orders, xp):
@@ -274,21 +327,32 @@ def shampoo(learning_rate=1e-3, *, weight_decay=0.0, **options):
                  scale_by_learning_rate(learning_rate))
 
 
-def soap(learning_rate=3e-3, *, weight_decay=0.0, **options):
-    """SOAP with decoupled weight decay.
+def soap(learning_rate=3e-3, *, weight_decay=0.01, **options):
+    """SOAP with decoupled weight decay, with the reference code's defaults.
 
     Parameters
     ----------
     learning_rate : float or callable, default 3e-3
         Learning rate.
-    weight_decay : float, default 0.0
-        Decoupled weight decay.
+    weight_decay : float, default 0.01
+        Decoupled weight decay (multiplied by the learning rate). Like the rest of the
+        update it is skipped on the first step, which only sets up the eigenbases.
     **options
         Passed to `scale_by_soap`.
 
     Returns
     -------
     Stepper
+
+    Notes
+    -----
+    The reference decays the weights after the Adam step, ``p <- (p - lr u)(1 - lr wd)``;
+    here the decay is added to the direction, ``p <- p - lr (u + wd p)``: the two differ
+    by ``lr^2 wd u`` per step.
+
+    References
+    ----------
+    Vyas et al., SOAP: Improving and Stabilizing Shampoo using Adam (arXiv:2409.11321).
 
     Examples
     --------
@@ -297,6 +361,8 @@ def soap(learning_rate=3e-3, *, weight_decay=0.0, **options):
     >>> opt = optim.soap(0.01)
     >>> W = np.eye(3)
     >>> u, state = opt.update(np.ones((3, 3)), opt.init(W), W)
+    >>> bool(np.all(u == 0))   # the first step only sets up the eigenbases
+    True
     """
-    return chain(scale_by_soap(**options), add_decayed_weights(weight_decay),
-                 scale_by_learning_rate(learning_rate))
+    return _after_first_step(chain(scale_by_soap(**options), add_decayed_weights(weight_decay),
+                                   scale_by_learning_rate(learning_rate)))
