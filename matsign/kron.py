@@ -312,6 +312,8 @@ def update_factors(G, state, /, *, beta=None, xp=None):
     ------
     ValueError
         If ``G``'s shape differs from the layout's or ``beta`` is outside [0, 1).
+    TypeError
+        If ``G`` is complex.
 
     Examples
     --------
@@ -324,6 +326,7 @@ def update_factors(G, state, /, *, beta=None, xp=None):
            [2., 1.]])
     """
     xp = _xp.namespace(G, xp=xp)
+    _checks.float_dtype(G, "update_factors", xp=xp)  # complex would lose its imaginary part
     _check_shape(G, state.layout, "update_factors")
     if beta is not None and not 0.0 <= beta < 1.0:
         msg = f"update_factors: beta must be None or in [0, 1); got {beta}"

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from matsign import (
+    _xp,
     dualize,
     inverse_root,
     matrix_root,
@@ -23,7 +24,7 @@ from matsign import (
     psd_power,
 )
 from matsign.duality import dual_norm, norm, spectral_norm
-from matsign.kron import init_factors
+from matsign.kron import init_factors, update_factors
 
 MATRIX_ROUTINES = {
     "msign": msign,
@@ -38,7 +39,14 @@ MATRIX_ROUTINES = {
     "dual_norm": dual_norm,
     "spectral_norm": spectral_norm,
 }
-ROUTINES = {**MATRIX_ROUTINES, "init_factors": init_factors}
+
+
+def _update_factors(G):
+    """update_factors on a complex G, with factors from its real part."""
+    return update_factors(G, init_factors(_xp.namespace(G).real(G)))
+
+
+ROUTINES = {**MATRIX_ROUTINES, "init_factors": init_factors, "update_factors": _update_factors}
 SPD = [[2, 1], [1, 2]]  # a valid input for every routine, integer-valued
 
 
