@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from .. import _xp
+from .. import _checks, _iterations, _xp
 from ..polar import msign
 from ..polynomials import Schedule, preset
 from ._base import Stepper, stateless
@@ -504,33 +504,18 @@ def _as_schedule(schedule):
 
 
 def _newton_schulz(G, polynomials, *, eps, normalizer, dtype):
-    """Normalise and iterate on the wide side in ``dtype``; see `orthogonalize`."""
+    """Normalise (norm clamped at ``eps``) and iterate on the wide side in ``dtype``.
+
+    The steps are `matsign.polar`'s standard loop, whose torch path is torch.optim.Muon's
+    ``c0 X + B X`` association (one addmm per product).
+    """
     xp = _xp.namespace(G)
-    if G.ndim < 2:
-        msg = f"orthogonalize expects shape (..., m, n); got {tuple(G.shape)}"
-        raise ValueError(msg)
+    G = _checks.as_float_matrix(G, "orthogonalize", xp=xp)
     wide = G.shape[-2] <= G.shape[-1]
     X = xp.astype(G, _xp.compute_dtype(dtype, G.dtype, xp))
     X = X if wide else xp.matrix_transpose(X)
     norm = xp.linalg.vector_norm(X, axis=(-2, -1), keepdims=True)
     norm = norm if normalizer == 1.0 else norm * normalizer
-    X = X / xp.clip(norm, min=eps)
-    for coefficients in polynomials:
-        X = _step(X, coefficients, xp=xp)
+    X = _iterations.standard(X / xp.clip(norm, min=eps), polynomials, xp=xp)
     X = X if wide else xp.matrix_transpose(X)
     return xp.astype(X, G.dtype) if X.dtype != G.dtype else X
-
-
-def _step(X, c, *, xp):
-    """``X <- c0 X + (c1 A + c2 A^2 + ...) X`` with ``A = X X^T``, Horner-fused."""
-    if len(c) == 1:
-        return c[0] * X
-    A = X @ xp.matrix_transpose(X)
-    if len(c) == 2:
-        B = c[1] * A
-    else:
-        B = _xp.symmetric_square_add(A, alpha=c[-1], beta=c[-2], xp=xp)
-    for ck in reversed(c[1:-2]):
-        B = _xp.matmul_add(B, A, A, alpha=1.0, beta=ck, xp=xp)
-    return _xp.matmul_add(B, X, X, alpha=1.0, beta=c[0], xp=xp)
-
