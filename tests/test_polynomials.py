@@ -6,6 +6,7 @@ Everything here is host-side float64 (a schedule is a small table), so no backen
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import re
 from pathlib import Path
@@ -116,6 +117,13 @@ def mp_minimax(mpmath, lower, upper, degree, dps=60):
         return _mp_remez(mpmath, lower, upper, degree, dps)
 
 
+def _polyroots(mpmath, ascending):
+    """Roots of the polynomial with ``ascending`` coefficients (mpmath 1.4 wants ``asc``)."""
+    if "asc" in inspect.signature(mpmath.polyroots).parameters:
+        return mpmath.polyroots(ascending, maxsteps=500, extraprec=500, asc=True)
+    return mpmath.polyroots(ascending[::-1], maxsteps=500, extraprec=500)
+
+
 def _mp_remez(mpmath, lower, upper, degree, dps):
     l, u, q = mpmath.mpf(lower), mpmath.mpf(upper), (degree - 1) // 2
     points = [l + (u - l) * (1 - mpmath.cos(mpmath.pi * i / (q + 1))) / 2 for i in range(q + 2)]
@@ -124,8 +132,8 @@ def _mp_remez(mpmath, lower, upper, degree, dps):
                 for i, x in enumerate(points)]
         solution = mpmath.lu_solve(mpmath.matrix(rows), mpmath.matrix([1] * (q + 2)))
         c = [solution[k] for k in range(q + 1)]
-        derivative = [(2 * k + 1) * c[k] for k in range(q + 1)][::-1]
-        roots = mpmath.polyroots(derivative, maxsteps=500, extraprec=500)
+        derivative = [(2 * k + 1) * c[k] for k in range(q + 1)]  # in y = x^2, ascending
+        roots = _polyroots(mpmath, derivative)
         inside = sorted(mpmath.sqrt(mpmath.re(y)) for y in roots
                         if abs(mpmath.im(y)) < mpmath.mpf(10) ** (-dps // 2)
                         and l * l < mpmath.re(y) < u * u)
