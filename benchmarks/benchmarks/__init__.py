@@ -24,16 +24,25 @@ def wait(x):
     Timed benchmarks on CUDA tensors or CuPy arrays pass their result through this, so
     that a timer measures the computation and not only its launch. A no-op on the CPU.
     """
-    device = getattr(x, "device", None)
-    if getattr(device, "type", None) == "cuda":
-        import torch
+    from matsign import _xp
 
-        torch.cuda.synchronize(device)
-    elif type(x).__module__.startswith("cupy"):
-        import cupy
-
-        cupy.cuda.get_current_stream().synchronize()
+    _xp.synchronize(x)
     return x
+
+
+def pin_threads():
+    """Run BLAS and torch on `THREADS` threads, whatever the environment said."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # the environment variables set above still apply
+        pass
+    else:
+        threadpool_limits(limits=THREADS)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(THREADS)
 
 
 def require_device(device):

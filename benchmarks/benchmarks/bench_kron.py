@@ -9,7 +9,8 @@ import numpy as np
 
 from matsign import kron
 
-from .bench_msign import _gaussian, _on_backend, _pin_threads
+from . import pin_threads
+from .bench_msign import _gaussian, _on_backend
 
 BACKENDS = ["numpy", "torch-float32"]
 ROOT_OPTIONS = {"eps": 1e-6, "eps_mode": "relative"}  # Newton needs a conditioned factor
@@ -44,7 +45,7 @@ class TimeShampooStep:
     timeout = 300
 
     def setup(self, method, shape, backend):
-        _pin_threads()
+        pin_threads()
         m, n = (int(d) for d in shape.split("x"))
         self.G = _on_backend(_gaussian((m, n)), backend)
         self.state = shampoo_state(self.G, max_dim=1024)
@@ -61,7 +62,7 @@ class TimeSoapBasis:
     timeout = 300
 
     def setup(self, update, n, backend):
-        _pin_threads()
+        pin_threads()
         G = _on_backend(_gaussian((n, n)), backend)
         self.state = shampoo_state(G, max_dim=None)
         self.bases = kron.eigenbases(self.state)

@@ -19,12 +19,7 @@ import matsign
 from matsign import polynomials
 from matsign.testing import matrix_with_singular_values
 
-from . import THREADS, require_device, wait
-
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:  # the environment variables set in __init__ still apply
-    threadpool_limits = None
+from . import pin_threads, require_device, wait
 
 try:  # imported once here: asv's forkserver then shares it with every benchmark process
     import torch
@@ -133,13 +128,6 @@ def _interleaved_medians(funcs, repeats):
     return [statistics.median(samples[1:]) for samples in times]
 
 
-def _pin_threads():
-    """Run BLAS and torch on `THREADS` threads, whatever the environment said."""
-    if threadpool_limits is not None:
-        threadpool_limits(limits=THREADS)
-    if torch is not None:
-        torch.set_num_threads(THREADS)
-
 
 def _warm_up():
     """Run each code path once, so that lazy imports are not timed in a first sample."""
@@ -164,7 +152,7 @@ def _has_fast_bfloat16():
     return slow < 4 * fast
 
 
-_pin_threads()
+pin_threads()
 _warm_up()
 FAST_BFLOAT16 = _has_fast_bfloat16()
 

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from . import THREADS, require_device, wait
+from . import pin_threads, require_device, wait
 
 try:
     import torch
@@ -113,7 +113,7 @@ class TimeMuonStep:
 
     def setup(self, row, width, device):
         _check_device(device, row, width)
-        torch.set_num_threads(THREADS)
+        pin_threads()
         matrices, others = gpt2_like_parameters(int(width), device=device)
         self.optimizers = make_optimizers(row, matrices, others)
         self.last = matrices[-1]
@@ -143,7 +143,7 @@ class TrackMuonAccuracy:
 
     def setup(self, row, width, device):
         _check_device(device, row, width)
-        torch.set_num_threads(THREADS)
+        pin_threads()
         matrices, _ = gpt2_like_parameters(int(width), device=device)
         chosen = [p for shape in {tuple(p.shape) for p in matrices}
                   for p in [q for q in matrices if tuple(q.shape) == shape][:4]]

@@ -21,12 +21,7 @@ import numpy as np
 
 import matsign
 
-from . import THREADS
-
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:  # the environment variables set in __init__ still apply
-    threadpool_limits = None
+from . import pin_threads
 
 try:  # imported once here: asv's forkserver then shares it with every benchmark process
     import torch
@@ -48,15 +43,8 @@ RIDGE = {"eps": 1e-6, "eps_mode": "relative"}
 KAPPA = 1e4
 
 
-def _pin_threads():
-    """Run BLAS and torch on `THREADS` threads, whatever the environment said."""
-    if threadpool_limits is not None:
-        threadpool_limits(limits=THREADS)
-    if torch is not None:
-        torch.set_num_threads(THREADS)
 
-
-_pin_threads()
+pin_threads()
 
 
 def _spd(n, kappa=KAPPA, seed=0):
