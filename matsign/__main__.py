@@ -1,8 +1,8 @@
 """The command line: ``python -m matsign <command> [options]``.
 
-Each subcommand is one function in `SUBCOMMANDS` that adds its parser and sets
-``run`` (a callable taking the parsed arguments and returning the exit status);
-adding a subcommand means writing one such function and listing it there. A
+Each subcommand is a module with ``DESCRIPTION``, ``add_arguments(parser)`` and
+``run(args)`` (returning the exit status), listed in `_subcommands`; adding a
+subcommand means writing such a module and adding one line there. A
 subcommand raises ``UsageError`` for a bad option value: `main` prints it on one
 line and exits with status 2, as argparse does for its own errors.
 """
@@ -17,45 +17,21 @@ from . import __version__, _compare, _design
 __all__ = ["build_parser", "main"]
 
 
-def _add_compare(subparsers):
-    """``compare``: time and accuracy of every msign method on one matrix."""
-    parser = subparsers.add_parser(
-        "compare",
-        help="time and check every msign method (SVD, each Newton-Schulz preset, references)",
-        description=_compare.DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _compare.add_arguments(parser)
-    parser.set_defaults(run=_compare.run)
+def _subcommands():
+    """``(name, module, help)`` per subcommand.
 
-
-def _add_design(subparsers):
-    """``design``: a Polar Express-style schedule (or a preset), its bands, a plot."""
-    parser = subparsers.add_parser(
-        "design",
-        help="design a Newton-Schulz schedule or show a preset: coefficients, bands, plot",
-        description=_design.DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _design.add_arguments(parser)
-    parser.set_defaults(run=_design.run)
-
-
-def _add_train_demo(subparsers):
-    """``train-demo``: an MLP on scikit-learn's digits with AdamW, Muon, Shampoo and SOAP."""
+    Each module has ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args)``.
+    """
     from .optim import _demo  # imports torch and scikit-learn only when run
 
-    parser = subparsers.add_parser(
-        "train-demo",
-        help="train a small MLP on scikit-learn's digits with AdamW, Muon, Shampoo, SOAP",
-        description=_demo.DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    return (
+        ("compare", _compare,
+         "time and check every msign method (SVD, each Newton-Schulz preset, references)"),
+        ("design", _design,
+         "design a Newton-Schulz schedule or show a preset: coefficients, bands, plot"),
+        ("train-demo", _demo,
+         "train a small MLP on scikit-learn's digits with AdamW, Muon, Shampoo, SOAP"),
     )
-    _demo.add_arguments(parser)
-    parser.set_defaults(run=_demo.run)
-
-
-SUBCOMMANDS = (_add_compare, _add_design, _add_train_demo)
 
 
 def build_parser():
@@ -72,8 +48,11 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"matsign {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-    for add in SUBCOMMANDS:
-        add(subparsers)
+    for name, module, summary in _subcommands():
+        sub = subparsers.add_parser(name, help=summary, description=module.DESCRIPTION,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
     return parser
 
 
