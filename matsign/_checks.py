@@ -36,7 +36,7 @@ def as_square_stack(A, name, *, xp):
 def _as_float(x, name, *, xp):
     """``x`` cast to its floating result dtype, see `float_dtype`."""
     dtype = float_dtype(x, name, xp=xp)
-    return xp.astype(x, dtype) if x.dtype != dtype else x
+    return _xp.astype(x, dtype, xp=xp)
 
 
 def float_dtype(x, name, *, xp):

@@ -14,7 +14,7 @@ __all__ = [
     "add_constant_then_matmul",
     "add_diagonal",
     "as_contiguous",
-    "backend_name",
+    "astype",
     "compute_dtype",
     "decomposition_dtype",
     "device",
@@ -25,6 +25,7 @@ __all__ = [
     "matmul_add",
     "namespace",
     "result_dtype",
+    "safe_divisor",
     "svd",
     "symmetric_square_add",
     "to_numpy",
@@ -47,14 +48,6 @@ def namespace(*arrays, xp=None):
         kinds = sorted({type(a).__module__ + "." + type(a).__name__ for a in arrays})
         msg = f"matsign needs arrays of a single array library; got {', '.join(kinds)}"
         raise TypeError(msg) from exc
-
-
-def backend_name(xp):
-    """Short name of the library behind ``xp``: 'numpy', 'torch', 'cupy', 'jax' or its module."""
-    for name in ("numpy", "torch", "cupy", "jax"):
-        if getattr(array_api_compat, f"is_{name}_namespace")(xp):
-            return name
-    return xp.__name__
 
 
 def device(x):
@@ -121,6 +114,16 @@ def compute_dtype(requested, dtype, xp):
     return requested
 
 
+def astype(x, dtype, *, xp):
+    """``x`` in ``dtype``: ``x`` itself when it already has it (no copy), else a cast."""
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+def safe_divisor(x, *, xp):
+    """``x`` with its zeros replaced by one, so that dividing by it keeps a zero a zero."""
+    return xp.where(x > 0, x, xp.ones_like(x))
+
+
 def eye_like(x, n=None, *, xp):
     """Identity of size ``n`` (default: ``x.shape[-1]``) with ``x``'s dtype and device."""
     n = x.shape[-1] if n is None else n
@@ -134,8 +137,7 @@ def frobenius_norm(x, *, xp):
     neither overflow nor underflow; an all-zero matrix has norm 0.
     """
     scale = xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
-    safe = xp.where(scale > 0, scale, xp.ones_like(scale))
-    y = x / safe
+    y = x / safe_divisor(scale, xp=xp)
     return scale * xp.sqrt(xp.sum(y * y, axis=(-2, -1), keepdims=True))
 
 

@@ -12,7 +12,7 @@ import math
 
 from . import _checks, _xp
 from ._iterations import ConvergenceError
-from .polar import _safe, msign
+from .polar import msign
 
 __all__ = ["KINDS", "dual_norm", "dualize", "norm", "spectral_norm"]
 
@@ -104,7 +104,7 @@ def dualize(
         Q = msign(G, xp=xp, **options)
         return Q if norm == "spectral" else Q * _rms_scale(G.shape, layout)
     if norm == "frobenius":
-        return G / _safe(_xp.frobenius_norm(G, xp=xp), xp)
+        return G / _xp.safe_divisor(_xp.frobenius_norm(G, xp=xp), xp=xp)
     if norm == "linf":
         return xp.sign(G)
     if norm == "l1_to_rms":
@@ -148,13 +148,13 @@ def _dualize_l1_to_rms(G, layout, xp):
     axis = _fan_out_axis(layout)
     fan_out = int(G.shape[axis])
     lengths = _vector_norm(G, axis, xp)
-    return G * (math.sqrt(fan_out) / _safe(lengths, xp))
+    return G * (math.sqrt(fan_out) / _xp.safe_divisor(lengths, xp=xp))
 
 
 def _vector_norm(G, axis, xp):
     """Euclidean norm along ``axis``, kept, scaled by the max so it neither over- nor underflows."""
     scale = xp.max(xp.abs(G), axis=axis, keepdims=True)
-    safe = _safe(scale, xp)
+    safe = _xp.safe_divisor(scale, xp=xp)
     return scale * xp.sqrt(xp.sum((G / safe) ** 2, axis=axis, keepdims=True))
 
 
@@ -267,7 +267,7 @@ def _measure(G, kind, layout, kernel_ndim, xp, *, dual):
     xp = _xp.namespace(G, xp=xp)
     G = _validated(G, kind, layout, kernel_ndim, "dual_norm" if dual else "norm", xp)
     work = _xp.decomposition_dtype(G.dtype, xp)
-    G = xp.astype(G, work) if G.dtype != work else G
+    G = _xp.astype(G, work, xp=xp)
     if kind in ("spectral", "rms_to_rms"):
         return _operator_measure(G, kind, layout, xp, dual=dual)
     if kind == "frobenius":
@@ -351,11 +351,11 @@ def spectral_norm(G, /, *, tol=1e-6, max_steps=100, xp=None):
     xp = _xp.namespace(G, xp=xp)
     G = _checks.as_float_matrix(G, "spectral_norm", xp=xp)
     work = _xp.decomposition_dtype(G.dtype, xp)
-    G = xp.astype(G, work) if G.dtype != work else G
+    G = _xp.astype(G, work, xp=xp)
     if G.shape[-2] < G.shape[-1]:
         G = xp.matrix_transpose(G)
     scale = _xp.frobenius_norm(G, xp=xp)
-    X = G / _safe(scale, xp)  # unit Frobenius norm: no overflow in G^T G
+    X = G / _xp.safe_divisor(scale, xp=xp)  # unit Frobenius norm: no overflow in G^T G
     return scale[..., 0, 0] * _power_iteration(X, tol, max_steps, xp)
 
 
@@ -371,7 +371,7 @@ def _power_iteration(X, tol, max_steps, xp):
         if tol is not None and bool(xp.all(xp.abs(estimate - previous) <= tol * estimate)):
             return estimate
         w = xp.matrix_transpose(X) @ Xv
-        v = w / _safe(_column_norm(w, xp)[..., None, None], xp)
+        v = w / _xp.safe_divisor(_column_norm(w, xp)[..., None, None], xp=xp)
     if tol is None:
         return estimate
     msg = f"spectral_norm: {max_steps} power steps did not reach tol={tol}"

@@ -466,7 +466,7 @@ def _apply_modes(G, matrices, layout, xp, *, transpose):
     B = to_blocks(G, layout, xp=xp)
     for i, M in enumerate(matrices):
         if M is not None:
-            M = xp.astype(M, B.dtype) if M.dtype != B.dtype else M
+            M = _xp.astype(M, B.dtype, xp=xp)
             B = _mode_product(B, xp.matrix_transpose(M) if transpose else M, i, k, xp)
     return B
 
@@ -504,10 +504,10 @@ def eigenbases(state, /, *, xp=None):
 def _sorted_eigh(F, xp):
     xp = _xp.namespace(F, xp=xp)
     work = _xp.decomposition_dtype(F.dtype, xp)
-    X = xp.astype(F, work) if F.dtype != work else F
+    X = _xp.astype(F, work, xp=xp)
     _, Q = xp.linalg.eigh((X + xp.matrix_transpose(X)) / 2)
     Q = xp.flip(Q, axis=-1)  # eigh sorts ascending
-    return xp.astype(Q, F.dtype) if Q.dtype != F.dtype else Q
+    return _xp.astype(Q, F.dtype, xp=xp)
 
 
 def refresh_eigenbases(state, bases, /, *, xp=None):
@@ -627,5 +627,5 @@ def unproject(P, bases, /, *, xp=None):
     k = len(layout.modes)
     for i, Q in enumerate(bases.bases):
         if Q is not None:
-            P = _mode_product(P, xp.astype(Q, P.dtype) if Q.dtype != P.dtype else Q, i, k, xp)
+            P = _mode_product(P, _xp.astype(Q, P.dtype, xp=xp), i, k, xp)
     return from_blocks(P, layout, xp=xp)

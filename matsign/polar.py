@@ -239,7 +239,7 @@ def newton_schulz(
     X = G if wide else xp.matrix_transpose(G)
     X = xp.astype(X, _xp.compute_dtype(dtype, G.dtype, xp))
     if normalize:
-        X = X / _safe(_xp.frobenius_norm(X, xp=xp) * schedule.normalizer, xp)
+        X = X / _xp.safe_divisor(_xp.frobenius_norm(X, xp=xp) * schedule.normalizer, xp=xp)
     X = _xp.as_contiguous(X, xp=xp)
     if tol is not None:
         _check_tol(tol, X.dtype, xp)
@@ -249,7 +249,7 @@ def newton_schulz(
     else:
         X = _iterations.standard(X, polynomials, xp=xp)
     X = X if wide else xp.matrix_transpose(X)
-    return xp.astype(X, G.dtype) if X.dtype != G.dtype else X
+    return _xp.astype(X, G.dtype, xp=xp)
 
 
 def _check_tol(tol, dtype, xp):
@@ -269,7 +269,7 @@ def _with_convergent_tail(schedule):
 def _msign_svd(G, *, rank_rtol, dtype, xp):
     """Exact ``U_r V_r^T``; a matrix holding inf or NaN maps to all NaN."""
     work = _xp.decomposition_dtype(G.dtype if dtype is None else dtype, xp)
-    X = xp.astype(G, work) if G.dtype != work else G
+    X = _xp.astype(G, work, xp=xp)
     bad = ~xp.all(xp.isfinite(X), axis=(-2, -1), keepdims=True)
     X = xp.where(bad, 0.0, X)
     U, S, Vh = _xp.svd(X, xp=xp)
@@ -278,7 +278,7 @@ def _msign_svd(G, *, rank_rtol, dtype, xp):
     keep = S > rank_rtol * S[..., :1]
     Q = (U * xp.astype(keep, work)[..., None, :]) @ Vh
     Q = xp.where(bad, float("nan"), Q)
-    return xp.astype(Q, G.dtype) if Q.dtype != G.dtype else Q
+    return _xp.astype(Q, G.dtype, xp=xp)
 
 
 def orthogonality_error(Q, /, *, xp=None):
@@ -327,8 +327,3 @@ def _choose_method(method, G, iteration_options, dtype, xp):
     half = _xp.is_half(G.dtype if dtype is None else dtype, xp)
     asked = any(option is not None for option in iteration_options)
     return "newton_schulz" if (asked or half) else "svd"
-
-
-def _safe(norm, xp):
-    """``norm`` with zeros replaced by one, so a zero matrix stays zero."""
-    return xp.where(norm > 0, norm, xp.ones_like(norm))

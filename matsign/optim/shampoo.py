@@ -130,7 +130,7 @@ def scale_by_shampoo(
         direction = kron.precondition(m_hat, pre, xp=xp)
         if graft:
             norm = _norm(direction, xp)
-            direction = direction * (_norm(adam, xp) / xp.where(norm > 0, norm, xp.ones_like(norm)))
+            direction = direction * (_norm(adam, xp) / _xp.safe_divisor(norm, xp=xp))
         return direction, new
 
     return Stepper(init, update, stackable=False)

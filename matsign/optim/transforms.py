@@ -518,4 +518,4 @@ def _newton_schulz(G, polynomials, *, eps, normalizer, dtype):
     norm = norm if normalizer == 1.0 else norm * normalizer
     X = _iterations.standard(X / xp.clip(norm, min=eps), polynomials, xp=xp)
     X = X if wide else xp.matrix_transpose(X)
-    return xp.astype(X, G.dtype) if X.dtype != G.dtype else X
+    return _xp.astype(X, G.dtype, xp=xp)
