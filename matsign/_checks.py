@@ -8,13 +8,21 @@ the default float, complex refused) is `matsign._xp.result_dtype`.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
+import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
 from . import _xp
 
 __all__ = [
     "as_float_matrix", "as_real", "as_square_stack", "check_finite", "float_dtype", "is_empty",
+    "renamed_keywords",
 ]
+
+F = TypeVar("F", bound=Callable)
 
 
 def as_float_matrix(G, name, *, xp):
@@ -66,3 +74,39 @@ def as_real(value, what, name):
         msg = f"{name} needs a real number for {what}; got {type(value).__name__} {value!r}"
         raise TypeError(msg)
     return float(value)
+
+
+def renamed_keywords(*, since: str, until: str, **renames: str) -> Callable[[F], F]:
+    """Decorator: old keyword spellings ``old="new"`` still accepted, with a DeprecationWarning.
+
+    The wrapped function's signature (``inspect.signature``, Sphinx) shows only the new
+    names. Giving both spellings is a TypeError naming both; a call without an old
+    spelling costs one dictionary lookup per renamed keyword.
+    """
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function)
+        where = (function.__qualname__, since, until)
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old in kwargs:
+                    _respell(args, kwargs, old, new, signature, where)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _respell(args, kwargs, old, new, signature, where):
+    """Move ``kwargs[old]`` to ``kwargs[new]``, warning; see `renamed_keywords`."""
+    name, since, until = where
+    value = kwargs.pop(old)
+    if new in signature.bind_partial(*args, **kwargs).arguments:
+        msg = f"{name} got both {new}= and its deprecated spelling {old}=; pass {new}= only"
+        raise TypeError(msg)
+    msg = (f"{name}: {old}= is deprecated since matsign {since} and will be removed in {until}; "
+           f"use {new}= (same meaning)")
+    warnings.warn(msg, DeprecationWarning, stacklevel=3)  # 1 _respell, 2 the wrapper, 3 the caller
+    kwargs[new] = value
