@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image  # a matplotlib dependency
 
 from matsign import polynomials
-from matsign._design import draw  # the figure of ``python -m matsign design --plot``
+from matsign.cli.design import draw  # the figure of ``python -m matsign design --plot``
 
 STATIC = Path(__file__).resolve().parent / "_static"
 LOWER = 1e-3

@@ -1,8 +1,8 @@
 """The command line: ``python -m matsign <command> [options]``.
 
-Each subcommand is a module with ``DESCRIPTION``, ``add_arguments(parser)`` and
-``run(args)`` (returning the exit status), listed in `_subcommands`; adding a
-subcommand means writing such a module and adding one line there. A
+Each subcommand is a module of `matsign.cli` with ``DESCRIPTION``,
+``add_arguments(parser)`` and ``run(args)`` (returning the exit status), listed in
+`_subcommands`; adding a subcommand means writing such a module and adding one line there. A
 subcommand raises ``UsageError`` for a bad option value: `main` prints it on one
 line and exits with status 2, as argparse does for its own errors.
 """
@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__, _compare, _design
+from . import __version__
+from .cli import UsageError, compare, design
 
 __all__ = ["build_parser", "main"]
 
@@ -22,14 +23,14 @@ def _subcommands():
 
     Each module has ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args)``.
     """
-    from .optim import _demo  # imports torch and scikit-learn only when run
+    from .cli import demo  # imports torch and scikit-learn only when run
 
     return (
-        ("compare", _compare,
+        ("compare", compare,
          "time and check every msign method (SVD, each Newton-Schulz preset, references)"),
-        ("design", _design,
+        ("design", design,
          "design a Newton-Schulz schedule or show a preset: coefficients, bands, plot"),
-        ("train-demo", _demo,
+        ("train-demo", demo,
          "train a small MLP on scikit-learn's digits with AdamW, Muon, Shampoo, SOAP"),
     )
 
@@ -73,7 +74,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except _compare.UsageError as exc:
+    except UsageError as exc:
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

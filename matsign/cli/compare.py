@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import __version__, _xp, polynomials
-from .polar import msign, orthogonality_error
+from .. import __version__, _xp, polynomials
+from ..polar import msign, orthogonality_error
+from . import UsageError
 
-__all__ = ["UsageError", "add_arguments", "compare", "run"]
+__all__ = ["DESCRIPTION", "add_arguments", "compare", "run"]
 
 BACKENDS = ("numpy", "torch", "cupy")
 DTYPES = ("float32", "float64", "bfloat16")
@@ -59,10 +60,6 @@ examples:
   python -m matsign compare --backend torch --dtype bfloat16
   python -m matsign compare --methods svd,jordan,polar_express --repeats 9
   python -m matsign compare --json > compare.json           # rows, GEMM rate, machine"""
-
-
-class UsageError(Exception):
-    """A bad option value; the command line prints it on one line and exits with 2."""
 
 
 @dataclass(frozen=True)
@@ -374,7 +371,7 @@ def newton_schulz_flops(schedule, shape, steps=None):
     Examples
     --------
     >>> from matsign import polynomials
-    >>> from matsign._compare import newton_schulz_flops
+    >>> from matsign.cli.compare import newton_schulz_flops
     >>> newton_schulz_flops(polynomials.preset("jordan"), (4, 8), steps=1)
     640.0
     """

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from . import __version__, polynomials
-from ._compare import UsageError
+from .. import __version__, polynomials
+from . import UsageError
 
 __all__ = ["DESCRIPTION", "add_arguments", "draw", "run"]
 
