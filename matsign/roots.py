@@ -15,12 +15,14 @@ from typing import NamedTuple
 
 from . import _checks, _xp
 from ._iterations import ConvergenceError
+from ._typing import Array, DType, Namespace
 
 __all__ = ["inverse_root", "matrix_root", "psd_power"]
 
 METHODS = ("auto", "eigh", "newton")
 EPS_MODES = ("absolute", "relative")
-DEFAULT_MAX_ITER = 100
+DEFAULT_MAX_STEPS = 100
+DEFAULT_MAX_ITER = DEFAULT_MAX_STEPS  # the 0.1 spelling; deprecated with max_iter=
 LANCZOS_STEPS = 48  # Ritz estimate of lambda_max for a relative ridge on the "newton" path
 SWITCH_RESIDUAL = 0.5  # ||M - I||_F below which the iteration carries E = M - I instead of M
 GROWTH = 1.01  # a residual this much above the last one means divergence (rounding is far below)
@@ -35,10 +37,13 @@ class _Regularisation(NamedTuple):
     clip_negative: bool
 
 
+@_checks.renamed_keywords(since="0.2", until="0.3", max_iter="max_steps")
 def inverse_root(
-    A, p, /, *, method="auto", eps=0.0, eps_mode="absolute", rank_rtol=None,
-    clip_negative=False, tol=None, max_iter=None, check_every=1, dtype=None, xp=None,
-):
+    A: Array, p: float, /, *, method: str = "auto", eps: float = 0.0,
+    eps_mode: str = "absolute", rank_rtol: float | None = None, clip_negative: bool = False,
+    tol: float | None = None, max_steps: int | None = None, check_every: int = 1,
+    dtype: DType | None = None, xp: Namespace | None = None,
+) -> Array:
     """The inverse p-th root ``A^(-1/p)`` of symmetric PSD matrices, batched.
 
     Parameters
@@ -51,7 +56,7 @@ def inverse_root(
     method : {"auto", "eigh", "newton"}, default "auto"
         ``"eigh"`` eigendecomposes; ``"newton"`` runs the coupled Newton iteration
         (matrix products only). ``"auto"`` picks ``"newton"`` when ``tol`` or
-        ``max_iter`` is given or ``dtype`` is a half precision (which only the iteration
+        ``max_steps`` is given or ``dtype`` is a half precision (which only the iteration
         can honour), and ``"eigh"`` otherwise: on CPUs it is several times faster than
         the iteration, exact for any ``p`` and rank-aware. On GPUs, try ``"newton"``.
     eps : float, default 0.0
@@ -72,8 +77,9 @@ def inverse_root(
         ``"newton"`` only: stop when ``||M_k - I||_F <= tol`` for every matrix, where
         ``M_k = X_k^p A -> I``; the relative error of ``X_k`` is then about ``tol / p``
         plus rounding. Default ``sqrt(n) * eps`` of the compute dtype.
-    max_iter : int, optional
-        ``"newton"`` only: most iterations before raising. Default 100.
+    max_steps : int, optional
+        ``"newton"`` only: most iterations before raising. Default 100. ``max_iter=``
+        is the deprecated 0.1 spelling (a DeprecationWarning; removed in 0.3).
     check_every : int, default 1
         ``"newton"`` only: test the residual every this many iterations. Each test is
         one host synchronisation; raise it on GPUs to keep the device busy.
@@ -100,7 +106,7 @@ def inverse_root(
     TypeError
         For complex input, arrays of mixed libraries, or a ``p`` that is not a number.
     ConvergenceError
-        If ``"newton"`` does not reach ``tol`` within ``max_iter`` iterations or
+        If ``"newton"`` does not reach ``tol`` within ``max_steps`` iterations or
         diverges (singular, indefinite or too ill-conditioned ``A``), or if the
         eigendecomposition fails even in float64.
 
@@ -124,7 +130,7 @@ def inverse_root(
     so ``M_k = X_k^p M_0 -> I`` and ``X_k z^(1/p) -> A^(-1/p)``. After the first step
     every eigenvalue of ``M_k`` lies in ``(0, 1]`` and moves monotonically to 1, so the
     residual ``||M_k - I||_F`` never grows: a growing residual means an indefinite (or
-    non-finite) input and raises at once; a singular one stalls until ``max_iter``. Once
+    non-finite) input and raises at once; a singular one stalls until ``max_steps``. Once
     ``||M_k - I||_F <= 1/2`` the iteration carries ``E_k = M_k - I`` instead, which
     keeps the residual exact in low precision. Each iteration costs about
     ``log2(p) + 2`` matrix products. In a compute dtype with epsilon ``u``, ``A + ridge``
@@ -157,13 +163,16 @@ def inverse_root(
     """
     return _root(A, p, inverse=True, name="inverse_root", method=method,
                  reg=_regularisation(eps, eps_mode, rank_rtol, clip_negative), tol=tol,
-                 max_iter=max_iter, check_every=check_every, dtype=dtype, xp=xp)
+                 max_steps=max_steps, check_every=check_every, dtype=dtype, xp=xp)
 
 
+@_checks.renamed_keywords(since="0.2", until="0.3", max_iter="max_steps")
 def matrix_root(
-    A, p, /, *, method="auto", eps=0.0, eps_mode="absolute", rank_rtol=None,
-    clip_negative=False, tol=None, max_iter=None, check_every=1, dtype=None, xp=None,
-):
+    A: Array, p: float, /, *, method: str = "auto", eps: float = 0.0,
+    eps_mode: str = "absolute", rank_rtol: float | None = None, clip_negative: bool = False,
+    tol: float | None = None, max_steps: int | None = None, check_every: int = 1,
+    dtype: DType | None = None, xp: Namespace | None = None,
+) -> Array:
     """The principal p-th root ``A^(1/p)`` of symmetric PSD matrices, batched.
 
     Parameters
@@ -175,8 +184,9 @@ def matrix_root(
     method : {"auto", "eigh", "newton"}, default "auto"
         As in `inverse_root`. ``"newton"`` computes ``B X^(p-1)`` from the inverse root
         ``X`` of ``B = A + ridge``, so it needs ``B`` positive definite.
-    eps, eps_mode, rank_rtol, clip_negative, tol, max_iter, check_every, dtype, xp
-        As in `inverse_root`. A singular ``A`` needs no regularisation here.
+    eps, eps_mode, rank_rtol, clip_negative, tol, max_steps, check_every, dtype, xp
+        As in `inverse_root` (``max_iter=`` too, deprecated). A singular ``A`` needs no
+        regularisation here.
 
     Returns
     -------
@@ -204,13 +214,14 @@ def matrix_root(
     """
     return _root(A, p, inverse=False, name="matrix_root", method=method,
                  reg=_regularisation(eps, eps_mode, rank_rtol, clip_negative), tol=tol,
-                 max_iter=max_iter, check_every=check_every, dtype=dtype, xp=xp)
+                 max_steps=max_steps, check_every=check_every, dtype=dtype, xp=xp)
 
 
 def psd_power(
-    A, alpha, /, *, eps=0.0, eps_mode="absolute", rank_rtol=None, clip_negative=False,
-    dtype=None, xp=None,
-):
+    A: Array, alpha: float, /, *, eps: float = 0.0, eps_mode: str = "absolute",
+    rank_rtol: float | None = None, clip_negative: bool = False, dtype: DType | None = None,
+    xp: Namespace | None = None,
+) -> Array:
     """Any real power ``A^alpha`` of symmetric PSD matrices, by eigendecomposition.
 
     Parameters
@@ -259,7 +270,7 @@ def psd_power(
 # --- shared driver and validation ------------------------------------------------------------
 
 
-def _root(A, p, *, inverse, name, method, reg, tol, max_iter, check_every, dtype, xp):
+def _root(A, p, *, inverse, name, method, reg, tol, max_steps, check_every, dtype, xp):
     """Validate, choose the method and dispatch; see `inverse_root`."""
     xp = _xp.namespace(A, xp=xp)
     p = _checks.as_real(p, "p", name)
@@ -267,24 +278,24 @@ def _root(A, p, *, inverse, name, method, reg, tol, max_iter, check_every, dtype
         msg = f"{name} needs a root order p > 0; got p={p!r}"
         raise ValueError(msg)
     A = _checks.as_square_stack(A, name, xp=xp)
-    method = _choose_method(method, tol=tol, max_iter=max_iter, dtype=dtype, xp=xp)
+    method = _choose_method(method, tol=tol, max_steps=max_steps, dtype=dtype, xp=xp)
     if method == "newton":
         p = _newton_options(p, reg, name)
-        tol, max_iter, check_every = _iteration_options(tol, max_iter, check_every, A, dtype,
+        tol, max_steps, check_every = _iteration_options(tol, max_steps, check_every, A, dtype,
                                                         name, xp=xp)
-    elif tol is not None or max_iter is not None:
-        msg = f"{name}: tol and max_iter apply to method='newton', not {method!r}"
+    elif tol is not None or max_steps is not None:
+        msg = f"{name}: tol and max_steps apply to method='newton', not {method!r}"
         raise ValueError(msg)
     if _checks.is_empty(A):
         return xp.zeros(A.shape, dtype=A.dtype, device=_xp.device(A))
     if method == "eigh":
         alpha = -1.0 / p if inverse else 1.0 / p
         return _power_eigh(A, alpha, reg, name=name, dtype=dtype, xp=xp)
-    return _newton_root(A, p, inverse=inverse, reg=reg, tol=tol, max_iter=max_iter,
+    return _newton_root(A, p, inverse=inverse, reg=reg, tol=tol, max_steps=max_steps,
                         check_every=check_every, dtype=dtype, name=name, xp=xp)
 
 
-def _choose_method(method, *, tol, max_iter, dtype, xp):
+def _choose_method(method, *, tol, max_steps, dtype, xp):
     """The documented ``method="auto"`` rule of `inverse_root`."""
     if method not in METHODS:
         msg = f"method must be 'auto', 'eigh' or 'newton'; got {method!r}"
@@ -292,7 +303,7 @@ def _choose_method(method, *, tol, max_iter, dtype, xp):
     if method != "auto":
         return method
     half = dtype is not None and _xp.is_half(dtype, xp)
-    return "newton" if (tol is not None or max_iter is not None or half) else "eigh"
+    return "newton" if (tol is not None or max_steps is not None or half) else "eigh"
 
 
 def _regularisation(eps, eps_mode, rank_rtol, clip_negative):
@@ -325,20 +336,20 @@ def _newton_options(p, reg, name):
     return int(p)
 
 
-def _iteration_options(tol, max_iter, check_every, A, dtype, name, *, xp):
-    """Defaults and range checks of ``tol``, ``max_iter`` and ``check_every``."""
+def _iteration_options(tol, max_steps, check_every, A, dtype, name, *, xp):
+    """Defaults and range checks of ``tol``, ``max_steps`` and ``check_every``."""
     if tol is None:
         work = _xp.compute_dtype(dtype, A.dtype, xp)
         tol = math.sqrt(max(A.shape[-1], 1)) * float(xp.finfo(work).eps)
-    max_iter = DEFAULT_MAX_ITER if max_iter is None else max_iter
+    max_steps = DEFAULT_MAX_STEPS if max_steps is None else max_steps
     if not (math.isfinite(tol) and tol > 0):
         msg = f"{name}: tol must be a finite number > 0; got tol={tol!r}"
         raise ValueError(msg)
-    for option, value in (("max_iter", max_iter), ("check_every", check_every)):
+    for option, value in (("max_steps", max_steps), ("check_every", check_every)):
         if not (isinstance(value, numbers.Integral) and value >= 1):
             msg = f"{name}: {option} must be an integer >= 1; got {option}={value!r}"
             raise ValueError(msg)
-    return float(tol), int(max_iter), int(check_every)
+    return float(tol), int(max_steps), int(check_every)
 
 
 def _cast(x, dtype, *, xp):
@@ -439,7 +450,7 @@ def _raise_if_singular(shifted, smallest, scale, level, name, *, xp):
 # --- method "newton" ---------------------------------------------------------------------------
 
 
-def _newton_root(A, p, *, inverse, reg, tol, max_iter, check_every, dtype, name, xp):
+def _newton_root(A, p, *, inverse, reg, tol, max_steps, check_every, dtype, name, xp):
     """``(A + ridge)^(-1/p)`` or ``^(1/p)`` by the coupled Newton iteration (integer ``p``)."""
     work = _xp.compute_dtype(dtype, A.dtype, xp)
     wide = _xp.decomposition_dtype(xp.result_type(A.dtype, work), xp)  # norms, scales, ridge
@@ -450,12 +461,12 @@ def _newton_root(A, p, *, inverse, reg, tol, max_iter, check_every, dtype, name,
     norm = _xp.frobenius_norm(B, xp=xp)
     z = xp.astype((p + 1.0) / (2.0 * xp.where(norm > 0, norm, 1.0)), work)
     M = xp.astype(B, work) * z  # eigenvalues in (0, (p + 1) / 2]
-    Y = _inverse_root_newton(M, p, tol=tol, max_iter=max_iter, check_every=check_every,
+    Y = _inverse_root_newton(M, p, tol=tol, max_steps=max_steps, check_every=check_every,
                              name=name, xp=xp)
     if inverse:  # B^(-1/p) = z^(1/p) M^(-1/p)
         X, scale = Y, xp.astype(z, wide) ** (1.0 / p)
     else:  # B^(1/p) = z^(-1/p) M M^(-(p-1)/p)
-        X, scale = M @ _matrix_power(Y, p - 1, xp=xp), xp.astype(z, wide) ** (-1.0 / p)
+        X, scale = M @ _matrix_power(Y, p - 1), xp.astype(z, wide) ** (-1.0 / p)
     X = _symmetrise(_cast(X, wide, xp=xp), xp=xp)  # drops the antisymmetric part of the error
     return _cast(X * scale, A.dtype, xp=xp)
 
@@ -469,19 +480,19 @@ def _ridged(A, reg, wide, *, xp):
     return B + ridge * _xp.eye_like(B, xp=xp)
 
 
-def _inverse_root_newton(M, p, *, tol, max_iter, check_every, name, xp):
+def _inverse_root_newton(M, p, *, tol, max_steps, check_every, name, xp):
     """``M^(-1/p)`` for eigenvalues of ``M`` in (0, (p + 1) / 2]; see `inverse_root`."""
     M0, X, E, previous = M, None, None, math.inf
-    for step in range(1, max_iter + 1):
+    for step in range(1, max_steps + 1):
         if E is None:
             T = _xp.add_diagonal(M * (-1.0 / p), (p + 1.0) / p, xp=xp)  # ((p + 1) I - M) / p
             X = T if X is None else X @ T
-            M = _matrix_power(T, p, xp=xp) @ M
+            M = _matrix_power(T, p) @ M
         else:  # the same step on E = M - I: T = I - E / p
             X = _xp.matmul_add(X, E, X, alpha=-1.0 / p, beta=1.0, xp=xp)
             D = _shifted_power(E * (-1.0 / p), p, xp=xp)  # T^p - I, with T - I = -E / p
             E = _shifted_product(D, E, xp=xp)  # T^p (I + E) - I
-        if step % check_every and step < max_iter:
+        if step % check_every and step < max_steps:
             continue
         residual = _residual(M, xp=xp) if E is None else _residual(E, shift=0.0, xp=xp)
         if residual <= tol:
@@ -491,14 +502,14 @@ def _inverse_root_newton(M, p, *, tol, max_iter, check_every, name, xp):
         if E is None and residual <= SWITCH_RESIDUAL:
             E = _xp.add_diagonal(M, -1.0, xp=xp)  # M is a fresh product: updated in place
         previous = residual
-    msg = (f"{name}(method='newton') did not reach tol={tol:.3g} in max_iter={max_iter} "
+    msg = (f"{name}(method='newton') did not reach tol={tol:.3g} in max_steps={max_steps} "
            f"iterations (residual ||M - I||_F = {residual:.3g}). A + ridge may be singular, "
            "indefinite or too ill-conditioned for the compute dtype: add a ridge (eps), "
            "compute in a wider dtype, or use method='eigh'")
     raise ConvergenceError(msg)
 
 
-def _matrix_power(T, p, *, xp):
+def _matrix_power(T, p):
     """``T^p`` for an integer ``p >= 1`` by repeated squaring."""
     result, base = None, T
     while p:

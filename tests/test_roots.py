@@ -408,8 +408,24 @@ def test_newton_raises_when_it_cannot_converge(backend):
                                  "float32")
     with pytest.raises(ConvergenceError, match=r"diverged|did not reach"):
         inverse_root(indefinite, 2, method="newton")
-    with pytest.raises(ConvergenceError, match="max_iter=2"):
-        inverse_root(backend.asarray(ZOO["kappa_1e4"], "float32"), 2, max_iter=2)
+    with pytest.raises(ConvergenceError, match="max_steps=2"):
+        inverse_root(backend.asarray(ZOO["kappa_1e4"], "float32"), 2, max_steps=2)
+
+
+@pytest.mark.parametrize("function", [inverse_root, matrix_root])
+def test_deprecated_max_iter_warns_and_means_max_steps(backend, function):
+    """The 0.1 spelling ``max_iter=`` still works for one release: same limit, same result."""
+    A = backend.asarray(ZOO["well_conditioned"], "float32")
+    alpha = -0.5 if function is inverse_root else 0.5
+    expected, kappa, top = oracle(ZOO["well_conditioned"], alpha)
+    with pytest.warns(DeprecationWarning, match=r"max_iter= is deprecated.*use max_steps="):
+        X = function(A, 2, max_iter=40)
+    check(X, expected, bound(alpha, kappa, N, work_eps(backend, "float32")) * top, backend, A)
+    assert_close(X, function(A, 2, max_steps=40), xp=backend.xp)  # the same iteration
+    with pytest.warns(DeprecationWarning), pytest.raises(ConvergenceError, match="max_steps=1"):
+        function(A, 2, max_iter=1)  # the old keyword sets the same limit
+    with pytest.raises(TypeError, match="both max_steps= and its deprecated spelling max_iter="):
+        function(A, 2, max_steps=40, max_iter=40)
 
 
 @pytest.mark.parametrize("check_every", [1, 3, 100])
@@ -464,7 +480,7 @@ def test_options_are_checked():
         (ValueError, "clip_negative needs method='eigh'",
          {"method": "newton", "clip_negative": True}),
         (ValueError, "tol must be", {"method": "newton", "tol": 0.0}),
-        (ValueError, "max_iter must be", {"method": "newton", "max_iter": 0}),
+        (ValueError, "max_steps must be", {"method": "newton", "max_steps": 0}),
         (ValueError, "check_every must be", {"method": "newton", "check_every": 1.5}),
         (ValueError, "apply to method='newton', not 'eigh'", {"method": "eigh", "tol": 1e-6}),
         (TypeError, "real floating dtype", {"method": "eigh", "dtype": np.int32}),
