@@ -3,27 +3,52 @@
 For a norm ``||.||`` on weight matrices, ``dualize(G)`` is the unit-norm direction
 ``argmax_{||T|| <= 1} <G, T>``; the maximum itself is the dual norm, ``<G, dualize(G)> =
 dual_norm(G)``. Weights are stored ``(..., fan_out, fan_in)`` as in ``torch.nn.Linear``;
-``layout="in_out"`` reads them as ``(..., fan_in, fan_out)``.
+``orientation="in_out"`` reads them as ``(..., fan_in, fan_out)``.
+
+Every function here chooses its norm with ``norm=`` (one of `NORMS`) and the axis order
+with ``orientation=``. ``layout`` means a `matsign.kron.KronLayout` everywhere in matsign;
+the 0.1 spellings ``kind=`` and ``layout=`` still work until 0.3, with a DeprecationWarning.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 from . import _checks, _xp
 from ._iterations import ConvergenceError
+from ._typing import Array, DType, Namespace
 from .polar import msign
+from .polynomials import Schedule
 
-__all__ = ["KINDS", "dual_norm", "dualize", "norm", "spectral_norm"]
+__all__ = ["NORMS", "ORIENTATIONS", "dual_norm", "dualize", "norm", "spectral_norm"]
 
-KINDS = ("spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv")
-LAYOUTS = ("out_in", "in_out")
+NORMS = ("spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv")
+"""The norms that ``norm=`` chooses from, see `dualize`."""
+
+ORIENTATIONS = ("out_in", "in_out")
+"""The axis orders that ``orientation=`` chooses from, see `dualize`."""
+
+_0_1_SPELLINGS = {"since": "0.2", "until": "0.3", "layout": "orientation"}  # deprecated
 
 
+def __getattr__(name):
+    """``KINDS``, the 0.1 name of `NORMS`, with a DeprecationWarning."""
+    if name == "KINDS":
+        msg = ("matsign.duality.KINDS is deprecated since matsign 0.2 and will be removed in "
+               "0.3; use matsign.duality.NORMS (the same tuple)")
+        warnings.warn(msg, DeprecationWarning, stacklevel=2)
+        return NORMS
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+@_checks.renamed_keywords(**_0_1_SPELLINGS)
 def dualize(
-    G, /, *, norm="spectral", layout="out_in", kernel_ndim=2, method="auto", schedule=None,
-    steps=None, dtype=None, xp=None,
-):
+    G: Array, /, *, norm: str = "spectral", orientation: str = "out_in", kernel_ndim: int = 2,
+    method: str = "auto", schedule: str | Schedule | None = None, steps: int | None = None,
+    dtype: DType | None = None, xp: Namespace | None = None,
+) -> Array:
     """The unit-norm steepest-descent direction ``argmax_{||T|| <= 1} <G, T>``.
 
     Parameters
@@ -32,10 +57,11 @@ def dualize(
         A gradient; for ``norm="conv"`` of shape ``(..., fan_out, fan_in, *kernel)``.
     norm : {"spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv"}
         The norm, see Notes.
-    layout : {"out_in", "in_out"}, default "out_in"
+    orientation : {"out_in", "in_out"}, default "out_in"
         ``"out_in"``: the last two (matrix) axes are (fan_out, fan_in), as in
         ``torch.nn.Linear`` and ``Conv2d``; ``"in_out"``: (fan_in, fan_out), as in
-        ``torch.nn.Embedding`` or ``x @ W`` code.
+        ``torch.nn.Embedding`` or ``x @ W`` code. ``layout=`` is the deprecated 0.1
+        spelling (removed in 0.3): in matsign a layout is a `matsign.kron.KronLayout`.
     kernel_ndim : int, default 2
         ``norm="conv"`` only: how many trailing axes are kernel taps.
     method, schedule, steps, dtype
@@ -52,7 +78,7 @@ def dualize(
     Raises
     ------
     ValueError
-        For an unknown norm or layout, or too few axes.
+        For an unknown norm or orientation, or too few axes.
     TypeError
         For complex input or arrays of mixed libraries.
 
@@ -98,54 +124,54 @@ def dualize(
            [0., 0., 0.]])
     """
     xp = _xp.namespace(G, xp=xp)
-    G = _validated(G, norm, layout, kernel_ndim, "dualize", xp)
+    G = _validated(G, norm, orientation, kernel_ndim, "dualize", xp)
     options = {"method": method, "schedule": schedule, "steps": steps, "dtype": dtype}
     if norm in ("spectral", "rms_to_rms"):
         Q = msign(G, xp=xp, **options)
-        return Q if norm == "spectral" else Q * _rms_scale(G.shape, layout)
+        return Q if norm == "spectral" else Q * _rms_scale(G.shape, orientation)
     if norm == "frobenius":
         return G / _xp.safe_divisor(_xp.frobenius_norm(G, xp=xp), xp=xp)
     if norm == "linf":
         return xp.sign(G)
     if norm == "l1_to_rms":
-        return _dualize_l1_to_rms(G, layout, xp)
-    return _dualize_conv(G, layout, kernel_ndim, options, xp)
+        return _dualize_l1_to_rms(G, orientation, xp)
+    return _dualize_conv(G, orientation, kernel_ndim, options, xp)
 
 
-def _validated(G, kind, layout, kernel_ndim, name, xp):
-    """Check the norm, layout and shape; promote integers to float."""
-    if kind not in KINDS:
-        msg = f"{name}: norm must be one of {', '.join(KINDS)}; got {kind!r}"
+def _validated(G, norm, orientation, kernel_ndim, name, xp):
+    """Check the norm, orientation and shape; promote integers to float."""
+    if norm not in NORMS:
+        msg = f"{name}: norm must be one of {', '.join(NORMS)}; got {norm!r}"
         raise ValueError(msg)
-    if layout not in LAYOUTS:
-        msg = f"{name}: layout must be 'out_in' or 'in_out'; got {layout!r}"
+    if orientation not in ORIENTATIONS:
+        msg = f"{name}: orientation must be 'out_in' or 'in_out'; got {orientation!r}"
         raise ValueError(msg)
-    if kind == "conv" and G.ndim < 2 + kernel_ndim:
+    if norm == "conv" and G.ndim < 2 + kernel_ndim:
         msg = (f"{name}: norm 'conv' needs at least {2 + kernel_ndim} axes; "
                f"got shape {tuple(G.shape)}")
         raise ValueError(msg)
     return _checks.as_float_matrix(G, name, xp=xp)
 
 
-def _fans(shape, layout):
-    """(fan_out, fan_in) of a matrix of ``shape`` (..., rows, cols) in ``layout``."""
+def _fans(shape, orientation):
+    """(fan_out, fan_in) of a matrix of ``shape`` (..., rows, cols) in ``orientation``."""
     rows, cols = int(shape[-2]), int(shape[-1])
-    return (rows, cols) if layout == "out_in" else (cols, rows)
+    return (rows, cols) if orientation == "out_in" else (cols, rows)
 
 
-def _rms_scale(shape, layout):
+def _rms_scale(shape, orientation):
     """``sqrt(fan_out / fan_in)``: the RMS->RMS norm of a unit-spectral-norm matrix, inverted."""
-    fan_out, fan_in = _fans(shape, layout)
+    fan_out, fan_in = _fans(shape, orientation)
     return math.sqrt(fan_out / fan_in)
 
 
-def _fan_out_axis(layout):
-    return -2 if layout == "out_in" else -1
+def _fan_out_axis(orientation):
+    return -2 if orientation == "out_in" else -1
 
 
-def _dualize_l1_to_rms(G, layout, xp):
+def _dualize_l1_to_rms(G, orientation, xp):
     """Each input's vector (a column for out_in) scaled to RMS one; zero vectors stay zero."""
-    axis = _fan_out_axis(layout)
+    axis = _fan_out_axis(orientation)
     fan_out = int(G.shape[axis])
     lengths = _vector_norm(G, axis, xp)
     return G * (math.sqrt(fan_out) / _xp.safe_divisor(lengths, xp=xp))
@@ -173,24 +199,29 @@ def _taps_first(G, kernel_ndim, xp):
     return flat, back, math.prod(shape[nd - kernel_ndim :])
 
 
-def _dualize_conv(G, layout, kernel_ndim, options, xp):
+def _dualize_conv(G, orientation, kernel_ndim, options, xp):
     """Per tap ``sqrt(fan_out / fan_in) msign(G_t) / T`` (Bernstein & Newhouse, Conv2D)."""
     taps, back, T = _taps_first(G, kernel_ndim, xp)
     Q = msign(taps, xp=xp, **options)
-    return back(Q * (_rms_scale(taps.shape, layout) / T))
+    return back(Q * (_rms_scale(taps.shape, orientation) / T))
 
 
-def norm(G, /, kind="spectral", *, layout="out_in", kernel_ndim=2, xp=None):
-    """The norm ``||G||`` of ``kind``, per matrix (or per kernel for conv).
+@_checks.renamed_keywords(**_0_1_SPELLINGS, kind="norm")
+def norm(
+    G: Array, /, norm: str = "spectral", *, orientation: str = "out_in", kernel_ndim: int = 2,
+    xp: Namespace | None = None,
+) -> Array:
+    """The norm ``||G||`` chosen by ``norm``, per matrix (or per kernel for conv).
 
     Parameters
     ----------
     G : array of shape (..., fan_out, fan_in)
         Weights or a direction; ``(..., fan_out, fan_in, *kernel)`` for conv.
-    kind : {"spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv"}
-        See `dualize` for the definitions.
-    layout : {"out_in", "in_out"}, default "out_in"
-        Axis order of the matrix, see `dualize`.
+    norm : {"spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv"}
+        See `dualize` for the definitions; positional or keyword. ``kind=`` is the
+        deprecated 0.1 spelling (removed in 0.3).
+    orientation : {"out_in", "in_out"}, default "out_in"
+        Axis order of the matrix, see `dualize` (``layout=``, deprecated).
     kernel_ndim : int, default 2
         Conv only: the number of trailing kernel axes.
     xp : namespace, optional
@@ -215,20 +246,25 @@ def norm(G, /, kind="spectral", *, layout="out_in", kernel_ndim=2, xp=None):
     >>> float(norm(W)), float(norm(W, "frobenius")), float(norm(W, "linf"))
     (4.0, 5.0, 4.0)
     """
-    return _measure(G, kind, layout, kernel_ndim, xp, dual=False)
+    return _measure(G, norm, orientation, kernel_ndim, xp, dual=False)
 
 
-def dual_norm(G, /, kind="spectral", *, layout="out_in", kernel_ndim=2, xp=None):
-    """The dual norm ``max_{||T|| <= 1} <G, T> = <G, dualize(G)>`` of ``kind``.
+@_checks.renamed_keywords(**_0_1_SPELLINGS, kind="norm")
+def dual_norm(
+    G: Array, /, norm: str = "spectral", *, orientation: str = "out_in", kernel_ndim: int = 2,
+    xp: Namespace | None = None,
+) -> Array:
+    """The dual norm ``max_{||T|| <= 1} <G, T> = <G, dualize(G)>`` of the norm ``norm``.
 
     Parameters
     ----------
     G : array of shape (..., fan_out, fan_in)
         A gradient; ``(..., fan_out, fan_in, *kernel)`` for conv.
-    kind : {"spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv"}
-        The primal norm, see `dualize`.
-    layout : {"out_in", "in_out"}, default "out_in"
-        Axis order of the matrix, see `dualize`.
+    norm : {"spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv"}
+        The primal norm, see `dualize`; positional or keyword. ``kind=`` is the
+        deprecated 0.1 spelling (removed in 0.3).
+    orientation : {"out_in", "in_out"}, default "out_in"
+        Axis order of the matrix, see `dualize` (``layout=``, deprecated).
     kernel_ndim : int, default 2
         Conv only: the number of trailing kernel axes.
     xp : namespace, optional
@@ -259,49 +295,52 @@ def dual_norm(G, /, kind="spectral", *, layout="out_in", kernel_ndim=2, xp=None)
     >>> float(dual_norm(G)), float(dual_norm(G, "linf"))
     (7.0, 7.0)
     """
-    return _measure(G, kind, layout, kernel_ndim, xp, dual=True)
+    return _measure(G, norm, orientation, kernel_ndim, xp, dual=True)
 
 
-def _measure(G, kind, layout, kernel_ndim, xp, *, dual):
-    """Shared body of `norm` and `dual_norm`: work dtype, then one formula per kind."""
+def _measure(G, norm, orientation, kernel_ndim, xp, *, dual):
+    """Shared body of `norm` and `dual_norm`: work dtype, then one formula per norm."""
     xp = _xp.namespace(G, xp=xp)
-    G = _validated(G, kind, layout, kernel_ndim, "dual_norm" if dual else "norm", xp)
+    G = _validated(G, norm, orientation, kernel_ndim, "dual_norm" if dual else "norm", xp)
     work = _xp.decomposition_dtype(G.dtype, xp)
     G = _xp.astype(G, work, xp=xp)
-    if kind in ("spectral", "rms_to_rms"):
-        return _operator_measure(G, kind, layout, xp, dual=dual)
-    if kind == "frobenius":
+    if norm in ("spectral", "rms_to_rms"):
+        return _operator_measure(G, norm, orientation, xp, dual=dual)
+    if norm == "frobenius":
         return _xp.frobenius_norm(G, xp=xp)[..., 0, 0]
-    if kind == "linf":
+    if norm == "linf":
         return xp.sum(xp.abs(G), axis=(-2, -1)) if dual else xp.max(xp.abs(G), axis=(-2, -1))
-    if kind == "l1_to_rms":
-        return _l1_to_rms_measure(G, layout, xp, dual=dual)
+    if norm == "l1_to_rms":
+        return _l1_to_rms_measure(G, orientation, xp, dual=dual)
     taps, _, T = _taps_first(G, kernel_ndim, xp)
-    per_tap = _operator_measure(taps, "rms_to_rms", layout, xp, dual=dual)
+    per_tap = _operator_measure(taps, "rms_to_rms", orientation, xp, dual=dual)
     return xp.sum(per_tap, axis=-1) / T if dual else T * xp.max(per_tap, axis=-1)
 
 
-def _operator_measure(G, kind, layout, xp, *, dual):
+def _operator_measure(G, norm, orientation, xp, *, dual):
     """Nuclear (dual) or spectral norm from exact singular values, RMS-scaled if asked."""
     if min(G.shape[-2:]) == 0:
         return xp.zeros(G.shape[:-2], dtype=G.dtype, device=_xp.device(G))
     S = xp.linalg.svdvals(G)
     value = xp.sum(S, axis=-1) if dual else xp.max(S, axis=-1)
-    if kind == "spectral":
+    if norm == "spectral":
         return value
-    scale = _rms_scale(G.shape, layout)
+    scale = _rms_scale(G.shape, orientation)
     return value * scale if dual else value / scale
 
 
-def _l1_to_rms_measure(G, layout, xp, *, dual):
+def _l1_to_rms_measure(G, orientation, xp, *, dual):
     """``max_j ||G_j|| / sqrt(d_out)`` or its dual ``sqrt(d_out) sum_j ||G_j||``."""
-    axis = _fan_out_axis(layout)
+    axis = _fan_out_axis(orientation)
     root = math.sqrt(int(G.shape[axis]))
     lengths = xp.squeeze(_vector_norm(G, axis, xp), axis=axis)
     return root * xp.sum(lengths, axis=-1) if dual else xp.max(lengths, axis=-1) / root
 
 
-def spectral_norm(G, /, *, tol=1e-6, max_steps=100, xp=None):
+def spectral_norm(
+    G: Array, /, *, tol: float | None = 1e-6, max_steps: int = 100,
+    xp: Namespace | None = None,
+) -> Array:
     """The largest singular value of each matrix by batched power iteration.
 
     Parameters

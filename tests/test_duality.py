@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from matsign import ConvergenceError, _xp, msign
-from matsign.duality import KINDS, dual_norm, dualize, norm, spectral_norm
+from matsign import ConvergenceError, _xp, duality, msign
+from matsign.duality import NORMS, dual_norm, dualize, norm, spectral_norm
 from matsign.testing import assert_close
 
-MATRIX_KINDS = [k for k in KINDS if k != "conv"]
+MATRIX_NORMS = [name for name in NORMS if name != "conv"]
 RNG = np.random.default_rng(7)
 SHAPES = {"matrix": (12, 20), "batched": (2, 3, 16, 8)}
 CONV_SHAPE = (2, 6, 4, 3, 3)  # a batch of two (fan_out, fan_in, kh, kw) kernels
@@ -25,14 +25,14 @@ def _sv(a):
     return np.linalg.svd(a, compute_uv=False)
 
 
-def oracle_norms(a, kind, layout="out_in"):
+def oracle_norms(a, name, orientation="out_in"):
     """(primal, dual) norms in float64 from the definitions, per matrix of ``a``."""
-    if kind == "conv":
+    if name == "conv":
         taps = np.moveaxis(a.reshape(*a.shape[:-2], -1), -1, -3)  # (..., T, out, in)
-        primal, dual = oracle_norms(taps, "rms_to_rms", layout)
+        primal, dual = oracle_norms(taps, "rms_to_rms", orientation)
         T = taps.shape[-3]
         return T * primal.max(-1), dual.sum(-1) / T
-    m = a if layout == "out_in" else np.swapaxes(a, -1, -2)  # (fan_out, fan_in)
+    m = a if orientation == "out_in" else np.swapaxes(a, -1, -2)  # (fan_out, fan_in)
     fan_out, fan_in = m.shape[-2:]
     rms = math.sqrt(fan_in / fan_out)
     columns = np.linalg.norm(m, axis=-2)
@@ -43,7 +43,7 @@ def oracle_norms(a, kind, layout="out_in"):
         "linf": (np.abs(m).max((-2, -1)), np.abs(m).sum((-2, -1))),
         "l1_to_rms": (columns.max(-1) / math.sqrt(fan_out), math.sqrt(fan_out) * columns.sum(-1)),
     }
-    return table[kind]
+    return table[name]
 
 
 def tolerance(backend, dtype, n):
@@ -60,42 +60,42 @@ def factor_tolerance(backend, dtype, n):
     return 4 * eps_of(backend, dtype) * n + 1e-12
 
 
-def check_duality(backend, dtype, shape, kind, layout="out_in"):
+def check_duality(backend, dtype, shape, name, orientation="out_in"):
     xp = backend.xp
     G = backend.asarray(RNG.standard_normal(shape), dtype)
-    D = dualize(G, norm=kind, layout=layout, method="svd")
+    D = dualize(G, norm=name, orientation=orientation, method="svd")
     assert_close(D * 0, np.zeros(shape), xp=xp, dtype=G.dtype, device=_xp.device(G))
     a, d = _xp.to_numpy(G).astype(np.float64), _xp.to_numpy(D).astype(np.float64)
-    primal_of_G, dual_of_G = oracle_norms(a, kind, layout)
+    primal_of_G, dual_of_G = oracle_norms(a, name, orientation)
     rtol = tolerance(backend, dtype, max(shape[-2:]))
     unit_rtol = factor_tolerance(backend, dtype, max(shape[-2:]))
-    np.testing.assert_allclose(oracle_norms(d, kind, layout)[0], 1.0, rtol=unit_rtol)
+    np.testing.assert_allclose(oracle_norms(d, name, orientation)[0], 1.0, rtol=unit_rtol)
     inner = (a * d).reshape(*dual_of_G.shape, -1).sum(-1)
     np.testing.assert_allclose(inner, dual_of_G, rtol=rtol)
     work_rtol = max(rtol, tolerance(backend, "float32", 1) if dtype == "bfloat16" else 0)
-    assert_close(dual_norm(G, kind, layout=layout), dual_of_G, rtol=work_rtol, xp=xp)
-    assert_close(norm(G, kind, layout=layout), primal_of_G, rtol=work_rtol, xp=xp)
+    assert_close(dual_norm(G, name, orientation=orientation), dual_of_G, rtol=work_rtol, xp=xp)
+    assert_close(norm(G, name, orientation=orientation), primal_of_G, rtol=work_rtol, xp=xp)
 
 
-@pytest.mark.parametrize("kind", MATRIX_KINDS)
+@pytest.mark.parametrize("name", MATRIX_NORMS)
 @pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
-def test_dualize_attains_dual_norm_at_unit_norm(backend, dtype, kind, shape):
-    check_duality(backend, dtype, shape, kind)
+def test_dualize_attains_dual_norm_at_unit_norm(backend, dtype, name, shape):
+    check_duality(backend, dtype, shape, name)
 
 
 def test_conv_dualize_attains_dual_norm_at_unit_norm(backend, dtype):
     check_duality(backend, dtype, CONV_SHAPE, "conv")
 
 
-@pytest.mark.parametrize("kind", ["rms_to_rms", "l1_to_rms", "conv"])
-def test_layout_in_out_is_the_transpose(backend, kind):
+@pytest.mark.parametrize("name", ["rms_to_rms", "l1_to_rms", "conv"])
+def test_layout_in_out_is_the_transpose(backend, name):
     xp = backend.xp
-    shape = CONV_SHAPE if kind == "conv" else (10, 4)
+    shape = CONV_SHAPE if name == "conv" else (10, 4)
     a = RNG.standard_normal(shape)
-    swapped = np.swapaxes(a, -4, -3) if kind == "conv" else a.T
-    D = dualize(backend.asarray(swapped, "float32"), norm=kind, layout="in_out")
-    expected = _xp.to_numpy(dualize(backend.asarray(a, "float32"), norm=kind))
-    assert_close(D, np.swapaxes(expected, -4, -3) if kind == "conv" else expected.T,
+    swapped = np.swapaxes(a, -4, -3) if name == "conv" else a.T
+    D = dualize(backend.asarray(swapped, "float32"), norm=name, orientation="in_out")
+    expected = _xp.to_numpy(dualize(backend.asarray(a, "float32"), norm=name))
+    assert_close(D, np.swapaxes(expected, -4, -3) if name == "conv" else expected.T,
                  atol=1e-6, xp=xp)
 
 
@@ -113,13 +113,13 @@ def test_conv_scale_is_one_over_taps(backend):
     assert_close(dualize(G, norm="conv"), expected, atol=1e-7, xp=backend.xp)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_zero_gradient_gives_zero_direction(backend, dtype, kind):
-    shape = CONV_SHAPE if kind == "conv" else (3, 5, 4)
+@pytest.mark.parametrize("name", NORMS)
+def test_zero_gradient_gives_zero_direction(backend, dtype, name):
+    shape = CONV_SHAPE if name == "conv" else (3, 5, 4)
     G = backend.asarray(np.zeros(shape), dtype)
-    D = dualize(G, norm=kind)
+    D = dualize(G, norm=name)
     assert_close(D, np.zeros(shape), xp=backend.xp, dtype=G.dtype, device=_xp.device(G))
-    assert_close(dual_norm(G, kind), np.zeros(shape[:-4] if kind == "conv" else shape[:-2]),
+    assert_close(dual_norm(G, name), np.zeros(shape[:-4] if name == "conv" else shape[:-2]),
                  xp=backend.xp)
 
 
@@ -164,7 +164,7 @@ def test_spectral_norm_fixed_steps_and_limits(backend):
     ("call", "match"),
     [
         (lambda G: dualize(G, norm="nuclear"), "norm must be one of"),
-        (lambda G: norm(G, "rms_to_rms", layout="io"), "layout must be"),
+        (lambda G: norm(G, "rms_to_rms", orientation="io"), "orientation must be 'out_in'"),
         (lambda G: dualize(G, norm="conv"), "needs at least 4 axes"),
         (lambda G: spectral_norm(G[0]), "expects shape"),
     ],
@@ -172,3 +172,29 @@ def test_spectral_norm_fixed_steps_and_limits(backend):
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call(np.ones((3, 3)))
+
+
+def test_deprecated_spellings_warn_and_mean_the_new_ones(backend):
+    """The 0.1 spellings kind= (now norm=) and layout= (now orientation=), until 0.3."""
+    xp = backend.xp
+    a = RNG.standard_normal((10, 4))
+    G = backend.asarray(a, "float32")
+    a = _xp.to_numpy(G).astype(np.float64)
+    primal, dual = oracle_norms(a, "rms_to_rms", "in_out")  # fan_out 4, fan_in 10
+    U, _, Vh = np.linalg.svd(a, full_matrices=False)
+    rtol = tolerance(backend, "float32", 10)
+    with pytest.warns(DeprecationWarning, match=r"norm: kind= is deprecated.*use norm="):
+        assert_close(norm(G, kind="rms_to_rms", orientation="in_out"), primal, rtol=rtol, xp=xp)
+    with pytest.warns(DeprecationWarning, match=r"layout= is deprecated.*use orientation="):
+        assert_close(dual_norm(G, "rms_to_rms", layout="in_out"), dual, rtol=rtol, xp=xp)
+    with pytest.warns(DeprecationWarning, match=r"dualize: layout= is deprecated"):
+        D = dualize(G, norm="rms_to_rms", layout="in_out", method="svd")
+    assert_close(D, math.sqrt(4 / 10) * (U @ Vh), atol=factor_tolerance(backend, "float32", 10),
+                 xp=xp)
+    with pytest.raises(TypeError, match="both norm= and its deprecated spelling kind="):
+        norm(G, "linf", kind="linf")
+    with pytest.raises(TypeError, match="both orientation= and its deprecated spelling layout="):
+        dualize(G, orientation="in_out", layout="in_out")
+    with pytest.warns(DeprecationWarning, match="KINDS is deprecated"):
+        assert duality.KINDS == ("spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms",
+                                 "conv")
