@@ -103,7 +103,7 @@ def _respell(args, kwargs, old, new, signature, where):
     """Move ``kwargs[old]`` to ``kwargs[new]``, warning; see `renamed_keywords`."""
     name, since, until = where
     value = kwargs.pop(old)
-    if new in signature.bind_partial(*args, **kwargs).arguments:
+    if new in kwargs or new in signature.bind_partial(*args, **kwargs).arguments:
         msg = f"{name} got both {new}= and its deprecated spelling {old}=; pass {new}= only"
         raise TypeError(msg)
     msg = (f"{name}: {old}= is deprecated since matsign {since} and will be removed in {until}; "

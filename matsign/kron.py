@@ -13,9 +13,12 @@ factors), and modes above ``max_precond_dim`` left unpreconditioned (one-sided).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from . import _checks, _xp
+from ._typing import Array, Namespace
+from .roots import inverse_root
 
 __all__ = [
     "Eigenbases",
@@ -53,35 +56,38 @@ class KronLayout(NamedTuple):
         Whether each mode has a factor (False above ``max_precond_dim``).
     """
 
-    shape: tuple
-    modes: tuple
-    block: tuple
-    grid: tuple
-    preconditioned: tuple
+    shape: tuple[int, ...]
+    modes: tuple[int, ...]
+    block: tuple[int, ...]
+    grid: tuple[int, ...]
+    preconditioned: tuple[bool, ...]
 
 
 class KronState(NamedTuple):
     """Factor statistics: per mode an array ``(*grid, block, block)``, or None if not kept."""
 
-    factors: tuple
+    factors: tuple[Array | None, ...]
     layout: KronLayout
 
 
 class Preconditioners(NamedTuple):
     """Per mode ``F_i^(e_i)`` of shape ``(*grid, block, block)``, or None for a skipped mode."""
 
-    matrices: tuple
+    matrices: tuple[Array | None, ...]
     layout: KronLayout
 
 
 class Eigenbases(NamedTuple):
     """Per mode the orthonormal eigenvectors ``(*grid, block, block)`` in columns, or None."""
 
-    bases: tuple
+    bases: tuple[Array | None, ...]
     layout: KronLayout
 
 
-def kron_layout(shape, /, *, max_dim=None, max_precond_dim=None, merge_small=True):
+def kron_layout(
+    shape: Sequence[int], /, *, max_dim: int | None = None, max_precond_dim: int | None = None,
+    merge_small: bool = True,
+) -> KronLayout:
     """The blocked view of a parameter of ``shape`` used by every function here.
 
     Parameters
@@ -148,7 +154,7 @@ def _merged(shape, limit):
     return tuple(merged)
 
 
-def to_blocks(G, layout, /, *, xp=None):
+def to_blocks(G: Array, layout: KronLayout, /, *, xp: Namespace | None = None) -> Array:
     """``G`` as a stack of blocks of shape ``(*grid, *block)``, zero-padded at the ends.
 
     Parameters
@@ -183,7 +189,7 @@ def to_blocks(G, layout, /, *, xp=None):
     return xp.permute_dims(X, (*range(0, 2 * k, 2), *range(1, 2 * k, 2)))
 
 
-def from_blocks(B, layout, /, *, xp=None):
+def from_blocks(B: Array, layout: KronLayout, /, *, xp: Namespace | None = None) -> Array:
     """Inverse of `to_blocks`: the padding dropped, the parameter's shape restored.
 
     Parameters
@@ -216,7 +222,7 @@ def from_blocks(B, layout, /, *, xp=None):
     return xp.reshape(X, layout.shape)
 
 
-def _mode_last(B, mode, k):
+def _mode_last(mode, k):
     """Axis order putting block mode ``mode`` last (the grid stays first), and its inverse."""
     others = [k + j for j in range(k) if j != mode]
     order = (*range(k), *others, k + mode)
@@ -225,14 +231,14 @@ def _mode_last(B, mode, k):
 
 def _unfold(B, mode, k, xp):
     """Mode-``mode`` unfolding of every block, transposed: (*grid, rest, block_mode)."""
-    order, _ = _mode_last(B, mode, k)
+    order, _ = _mode_last(mode, k)
     X = xp.permute_dims(B, order)
     return xp.reshape(X, (*X.shape[:k], -1, X.shape[-1]))
 
 
 def _mode_product(B, M, mode, k, xp):
     """``B x_mode M`` per block: ``M`` (*grid, b, b) acts on the block axis ``k + mode``."""
-    order, inverse = _mode_last(B, mode, k)
+    order, inverse = _mode_last(mode, k)
     X = _unfold(B, mode, k, xp)
     Y = X @ xp.matrix_transpose(M)
     moved = tuple(B.shape[i] for i in order)
@@ -245,7 +251,10 @@ def _mode_gram(B, mode, k, xp):
     return xp.matrix_transpose(X) @ X
 
 
-def init_factors(G, /, *, max_dim=None, max_precond_dim=None, merge_small=True, xp=None):
+def init_factors(
+    G: Array, /, *, max_dim: int | None = None, max_precond_dim: int | None = None,
+    merge_small: bool = True, xp: Namespace | None = None,
+) -> KronState:
     """Zero factor statistics for a parameter shaped like ``G``.
 
     Parameters
@@ -287,7 +296,9 @@ def init_factors(G, /, *, max_dim=None, max_precond_dim=None, merge_small=True, 
     return KronState(factors, layout)
 
 
-def update_factors(G, state, /, *, beta=None, xp=None):
+def update_factors(
+    G: Array, state: KronState, /, *, beta: float | None = None, xp: Namespace | None = None,
+) -> KronState:
     """Accumulate ``G``'s mode Gram matrices into the factors.
 
     Parameters
@@ -355,7 +366,11 @@ def _check_shape(G, layout, name):
         raise ValueError(msg)
 
 
-def preconditioners(state, /, *, exponents=None, xp=None, **root_options):
+@_checks.renamed_keywords(since="0.2", until="0.3", max_iter="max_steps")
+def preconditioners(
+    state: KronState, /, *, exponents: Sequence[float] | None = None,
+    xp: Namespace | None = None, **root_options,
+) -> Preconditioners:
     """The matrices ``F_i^(e_i)`` of Shampoo, one inverse root per factor block.
 
     Parameters
@@ -370,7 +385,9 @@ def preconditioners(state, /, *, exponents=None, xp=None, **root_options):
         Array namespace; inferred from the factors when omitted.
     **root_options
         Passed to `matsign.roots.inverse_root`: ``method`` (eigendecomposition or
-        coupled Newton), the regularisation ``eps``/``eps_mode``/``rank_rtol``, ``dtype``.
+        coupled Newton), the regularisation ``eps``/``eps_mode``/``rank_rtol``, the
+        iteration's ``tol``/``max_steps``/``check_every`` (``max_iter=`` is the
+        deprecated 0.1 spelling of ``max_steps=``), ``dtype``.
 
     Returns
     -------
@@ -390,16 +407,10 @@ def preconditioners(state, /, *, exponents=None, xp=None, **root_options):
     layout = state.layout
     exponents = _exponents(exponents, layout)
     matrices = tuple(
-        None if F is None or e == 0 else _inverse_root(F, -1.0 / e, xp, root_options)
+        None if F is None or e == 0 else inverse_root(F, -1.0 / e, xp=xp, **root_options)
         for F, e in zip(state.factors, exponents, strict=True)
     )
     return Preconditioners(matrices, layout)
-
-
-def _inverse_root(F, p, xp, options):
-    from .roots import inverse_root  # roots sits beside kron; imported on first use
-
-    return inverse_root(F, p, xp=xp, **options)
 
 
 def _exponents(exponents, layout):
@@ -415,7 +426,9 @@ def _exponents(exponents, layout):
     return exponents
 
 
-def precondition(G, preconditioners, /, *, xp=None):
+def precondition(
+    G: Array, preconditioners: Preconditioners, /, *, xp: Namespace | None = None,
+) -> Array:
     """Shampoo's ``G x_1 P_1 x_2 … x_k P_k`` with ``P_i = F_i^(e_i)``, blockwise.
 
     Parameters
@@ -471,7 +484,7 @@ def _apply_modes(G, matrices, layout, xp, *, transpose):
     return B
 
 
-def eigenbases(state, /, *, xp=None):
+def eigenbases(state: KronState, /, *, xp: Namespace | None = None) -> Eigenbases:
     """SOAP's bases: each factor's orthonormal eigenvectors, by descending eigenvalue.
 
     Parameters
@@ -510,7 +523,9 @@ def _sorted_eigh(F, xp):
     return _xp.astype(Q, F.dtype, xp=xp)
 
 
-def refresh_eigenbases(state, bases, /, *, xp=None):
+def refresh_eigenbases(
+    state: KronState, bases: Eigenbases, /, *, xp: Namespace | None = None,
+) -> tuple[Eigenbases, tuple[Array | None, ...]]:
     """SOAP's cheap refresh: one power iteration and a QR from the previous bases.
 
     Parameters
@@ -566,7 +581,7 @@ def _refresh(F, Q, xp):
     return Q, order
 
 
-def project(G, bases, /, *, xp=None):
+def project(G: Array, bases: Eigenbases, /, *, xp: Namespace | None = None) -> Array:
     """Rotate ``G`` into the eigenbases: ``G x_1 Q_1^T … x_k Q_k^T``, blockwise.
 
     Parameters
@@ -598,7 +613,7 @@ def project(G, bases, /, *, xp=None):
     return _apply_modes(G, bases.bases, bases.layout, xp, transpose=True)
 
 
-def unproject(P, bases, /, *, xp=None):
+def unproject(P: Array, bases: Eigenbases, /, *, xp: Namespace | None = None) -> Array:
     """Rotate blocks back out of the eigenbases: ``P x_1 Q_1 … x_k Q_k``, unblocked.
 
     Parameters

@@ -22,14 +22,6 @@ from matsign.testing import assert_close, matrix_with_singular_values
 RNG = np.random.default_rng(11)
 
 
-@pytest.fixture
-def roots():
-    """Preconditioning needs matsign.roots (inverse_root)."""
-    import matsign.roots
-
-    return matsign.roots
-
-
 def eps_of(backend, dtype):
     return float(backend.xp.finfo(backend.dtypes[dtype]).eps)
 
@@ -55,13 +47,20 @@ def truncated_polar(a):
     return U @ Vh
 
 
+def ridge_oracle(a, eps):
+    """Shampoo at beta = 0 with a ridge, L = G G^T + eps I and R = G^T G + eps I, maps
+    each singular value sigma to sigma / sqrt(sigma^2 + eps)."""
+    U, s, Vh = np.linalg.svd(a, full_matrices=False)
+    return (U * (s / np.sqrt(s**2 + eps))) @ Vh
+
+
 def host(x):
     return _xp.to_numpy(x).astype(np.float64)
 
 
 @pytest.mark.dtypes("float32", "float64")  # the oracle's conditioning is beyond bfloat16
 @pytest.mark.parametrize("shape", [(4, 5), (3, 4, 5)], ids=["matrix", "order3"])
-def test_precondition_equals_explicit_kronecker_product(roots, backend, dtype, shape):
+def test_precondition_equals_explicit_kronecker_product(backend, dtype, shape):
     """Summed factors of three gradients; oracle: kron(P_1, ..., P_k) @ vec(G), row-major."""
     grads = [backend.asarray(RNG.standard_normal(shape), dtype) for _ in range(3)]
     state = init_factors(grads[0])
@@ -81,7 +80,7 @@ def test_precondition_equals_explicit_kronecker_product(roots, backend, dtype, s
                  device=_xp.device(grads[0]))
 
 
-def test_shampoo_beta_zero_is_msign(roots, backend, dtype):
+def test_shampoo_beta_zero_is_msign(backend, dtype):
     """(G G^T)^(-1/4) G (G^T G)^(-1/4) = U V^T, with the pseudo-inverse on the null space."""
     G = backend.asarray(RNG.standard_normal((6, 10)), dtype)
     state = update_factors(G, init_factors(G), beta=0.0)
@@ -91,18 +90,16 @@ def test_shampoo_beta_zero_is_msign(roots, backend, dtype):
     assert_close(got, expected, atol=tol, xp=backend.xp, dtype=G.dtype)
 
 
-def test_shampoo_beta_zero_with_ridge(roots, backend):
+def test_shampoo_beta_zero_with_ridge(backend):
     """With eps: L = G G^T + eps I, R = G^T G + eps I, so sigma -> sigma / sqrt(sigma^2 + eps)."""
     a = RNG.standard_normal((5, 7))
     G = backend.asarray(a, "float32")
     state = update_factors(G, init_factors(G), beta=0.0)
     got = precondition(G, preconditioners(state, eps=0.5))
-    U, s, Vh = np.linalg.svd(host(G), full_matrices=False)
-    expected = (U * (s / np.sqrt(s**2 + 0.5))) @ Vh
-    assert_close(got, expected, atol=1e-5, xp=backend.xp)
+    assert_close(got, ridge_oracle(host(G), 0.5), atol=1e-5, xp=backend.xp)
 
 
-def test_blocks_are_preconditioned_on_their_own(roots, backend):
+def test_blocks_are_preconditioned_on_their_own(backend):
     """beta = 0 on 6 x 10 with blocks of 4: each (zero-padded) block maps to its own msign."""
     a = np.zeros((6, 10))
     for rows in (slice(0, 4), slice(4, 6)):  # well-conditioned blocks: a float32 oracle
@@ -121,7 +118,7 @@ def test_blocks_are_preconditioned_on_their_own(roots, backend):
     assert_close(got, expected, atol=1e-4, xp=backend.xp)
 
 
-def test_one_sided_above_max_precond_dim(roots, backend):
+def test_one_sided_above_max_precond_dim(backend):
     """The 50-wide side is not preconditioned: L^(-1/4) G."""
     a = RNG.standard_normal((3, 50))
     G = backend.asarray(a, "float32")
@@ -132,7 +129,7 @@ def test_one_sided_above_max_precond_dim(roots, backend):
     assert_close(got, expected, atol=1e-4, xp=backend.xp)
 
 
-def test_exponent_zero_skips_a_mode(roots, backend):
+def test_exponent_zero_skips_a_mode(backend):
     a = RNG.standard_normal((4, 6))
     G = backend.asarray(a, "float32")
     state = update_factors(G, init_factors(G))
@@ -148,7 +145,7 @@ def _pinv_sqrt(F, rtol=1e-5):
     return (V * np.where(keep, 1 / np.sqrt(np.where(keep, w, 1)), 0)) @ V.T
 
 
-def test_vector_rule_is_full_matrix_adagrad(roots, backend):
+def test_vector_rule_is_full_matrix_adagrad(backend):
     """A 1-D parameter: one factor g g^T, exponent -1/2; beta = 0 gives g / ||g||."""
     g = RNG.standard_normal(7)
     G = backend.asarray(g, "float32")
@@ -247,13 +244,24 @@ def test_bad_input_raises(call, match):
         call(init_factors(np.ones((2, 3))))
 
 
-def test_newton_inverse_roots_pass_through(roots, backend):
-    """method="newton" (coupled Newton, matmul-only) agrees with the eigh default."""
-    grads = [backend.asarray(RNG.standard_normal((4, 6)), "float32") for _ in range(3)]
-    state = init_factors(grads[0])
-    for G in grads:
-        state = update_factors(G, state)
-    by_eigh = precondition(grads[0], preconditioners(state, eps=1e-3))
-    by_newton = precondition(grads[0], preconditioners(state, method="newton", eps=1e-3))
-    assert_close(by_newton, host(by_eigh), atol=1e-3 * np.abs(host(by_eigh)).max(),
-                 xp=backend.xp)
+def test_newton_inverse_roots_pass_through(backend):
+    """method="newton" (coupled Newton, matmul-only) reaches the closed form, as eigh does."""
+    G = backend.asarray(RNG.standard_normal((4, 6)), "float32")
+    state = update_factors(G, init_factors(G), beta=0.0)
+    expected = ridge_oracle(host(G), 0.5)
+    tol = 100 * eps_of(backend, "float32")  # two roots of condition number < 1e2, in float32
+    for options in ({}, {"method": "newton"}, {"method": "newton", "max_steps": 50}):
+        got = precondition(G, preconditioners(state, eps=0.5, **options))
+        assert_close(got, expected, atol=tol, xp=backend.xp, dtype=G.dtype)
+
+
+def test_deprecated_max_iter_passes_through_as_max_steps(backend):
+    """The 0.1 spelling ``max_iter=`` of the root options still works until 0.3."""
+    G = backend.asarray(RNG.standard_normal((4, 6)), "float32")
+    state = update_factors(G, init_factors(G), beta=0.0)
+    with pytest.warns(DeprecationWarning, match=r"preconditioners: max_iter= is deprecated"):
+        pre = preconditioners(state, method="newton", eps=0.5, max_iter=50)
+    assert_close(precondition(G, pre), ridge_oracle(host(G), 0.5),
+                 atol=100 * eps_of(backend, "float32"), xp=backend.xp)
+    with pytest.raises(TypeError, match="both max_steps= and its deprecated spelling max_iter="):
+        preconditioners(state, method="newton", max_steps=50, max_iter=50)
