@@ -85,7 +85,7 @@ def renamed_keywords(*, since: str, until: str, **renames: str) -> Callable[[F],
     """
     def decorate(function: F) -> F:
         signature = inspect.signature(function)
-        where = (function.__qualname__, since, until)
+        where = (function.__name__, since, until)
 
         @functools.wraps(function)
         def wrapper(*args, **kwargs):

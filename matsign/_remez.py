@@ -90,7 +90,7 @@ def _scaled_pade(q, midpoint):
     return tuple(float(c) / midpoint ** (2 * k + 1) for k, c in enumerate(pade(2 * q + 1)))
 
 
-def remez(lower, upper, degree, *, max_iter=60, rtol=1e-13):
+def remez(lower, upper, degree, *, max_steps=60, rtol=1e-13):
     """Remez exchange for the best odd degree-``d`` approximation of 1 on [lower, upper].
 
     Parameters
@@ -99,7 +99,7 @@ def remez(lower, upper, degree, *, max_iter=60, rtol=1e-13):
         The interval, ``0 < lower < upper``.
     degree : int
         Odd degree ``2q + 1 >= 3``.
-    max_iter : int, default 60
+    max_steps : int, default 60
         Exchange steps before giving up.
     rtol : float, default 1e-13
         Stop when the largest error at the critical points exceeds the levelled error
@@ -127,14 +127,14 @@ def remez(lower, upper, degree, *, max_iter=60, rtol=1e-13):
     lower, upper, q = _validate(lower, upper, degree)
     points = _chebyshev_points(lower, upper, q + 2)
     worst = level = math.inf
-    for _ in range(max_iter):
+    for _ in range(max_steps):
         coefficients, level = _levelled_solve(points, q)
         points = [lower, *_interior_extrema(coefficients, lower, upper, q, degree), upper]
         worst = max(abs(1 - _evaluate(coefficients, Fraction(x))) for x in points)
         if level > 0 and worst <= level * (1 + rtol):
             return tuple(float(c) for c in coefficients), float(level)
     msg = (f"Remez did not converge for degree {degree} on [{lower!r}, {upper!r}] in "
-           f"{max_iter} steps: levelled error {float(level):.3e}, max error {float(worst):.3e}")
+           f"{max_steps} steps: levelled error {float(level):.3e}, max error {float(worst):.3e}")
     raise RuntimeError(msg)
 
 

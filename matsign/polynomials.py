@@ -57,9 +57,11 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _remez
 
@@ -95,7 +97,7 @@ class Schedule:
     normalizer: float = 1.0
     source: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.tail not in ("stop", "repeat"):
             msg = f"tail must be 'stop' or 'repeat'; got {self.tail!r}"
             raise ValueError(msg)
@@ -104,12 +106,12 @@ class Schedule:
             raise ValueError(msg)
 
     @property
-    def degree(self):
+    def degree(self) -> int:
         """The highest polynomial degree in the schedule."""
         return 2 * max(len(c) for c in self.coefficients) - 1
 
     @property
-    def converges(self):
+    def converges(self) -> bool:
         """Whether repeating the tail drives singular values to 1.
 
         True when the tail repeats a polynomial with ``p(1) = 1`` and ``|p'(1)| < 1``
@@ -122,7 +124,7 @@ class Schedule:
         slope = sum((2 * k + 1) * c for k, c in enumerate(last))
         return abs(value - 1.0) < 1e-12 and abs(slope) < 1.0
 
-    def polynomials(self, steps=None):
+    def polynomials(self, steps: int | None = None) -> tuple[tuple[float, ...], ...]:
         """The coefficient tuples of the first ``steps`` steps.
 
         Raises
@@ -139,7 +141,7 @@ class Schedule:
         return self.coefficients[:steps] + (self.coefficients[-1],) * extra
 
 
-def scalar_map(coefficients, x):
+def scalar_map(coefficients: Sequence[float], x: ArrayLike) -> np.ndarray:
     """Evaluate the odd polynomial ``c0 x + c1 x^3 + ...`` at ``x`` (NumPy, float64).
 
     Examples
@@ -186,7 +188,9 @@ def _resolve(schedule):
     return preset(schedule) if isinstance(schedule, str) else schedule
 
 
-def bands(schedule, lower, *, steps=None, upper=1.0):
+def bands(
+    schedule: Schedule | str, lower: float, *, steps: int | None = None, upper: float = 1.0,
+) -> list[tuple[float, float]]:
     """The interval singular values in ``[lower, upper]`` occupy after each step.
 
     Parameters
@@ -228,7 +232,9 @@ def bands(schedule, lower, *, steps=None, upper=1.0):
     return out
 
 
-def band(schedule, lower, *, steps=None, upper=1.0):
+def band(
+    schedule: Schedule | str, lower: float, *, steps: int | None = None, upper: float = 1.0,
+) -> tuple[float, float]:
     """Guaranteed interval that singular values in ``[lower, upper]`` land in.
 
     Parameters
@@ -271,7 +277,10 @@ def band(schedule, lower, *, steps=None, upper=1.0):
     return out[-1] if out else (float(lower), float(upper))
 
 
-def check(schedule, lower, *, steps=None, upper=1.0, rtol=0.0):
+def check(
+    schedule: Schedule | str, lower: float, *, steps: int | None = None, upper: float = 1.0,
+    rtol: float = 0.0,
+) -> list[str]:
     """Why a schedule is unfit for inputs normalised to ``[lower, upper]``, if it is.
 
     Parameters
@@ -343,7 +352,10 @@ def check(schedule, lower, *, steps=None, upper=1.0, rtol=0.0):
     return problems
 
 
-def design(lower, steps, degree=5, *, safety=1.0, cushion=0.0, normalizer=None, name=None):
+def design(
+    lower: float, steps: int, degree: int = 5, *, safety: float = 1.0, cushion: float = 0.0,
+    normalizer: float | None = None, name: str | None = None,
+) -> Schedule:
     """Per-step optimal odd polynomials: the greedy minimax schedule of Polar Express.
 
     Parameters
@@ -619,7 +631,7 @@ _PRESETS = {
 }
 
 
-def names():
+def names() -> list[str]:
     """Names of every preset schedule, sorted.
 
     Examples
@@ -631,7 +643,7 @@ def names():
     return sorted(_PRESETS)
 
 
-def preset(name):
+def preset(name: str) -> Schedule:
     """The preset :class:`Schedule` called ``name``.
 
     The module docstring tabulates every preset's band; ``preset(name).source`` says

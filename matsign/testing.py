@@ -7,11 +7,15 @@ array. Copying to NumPy happens here and in tests only, never in the library.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _xp
+from ._typing import Array, DType, Namespace
 
 __all__ = ["ZooMatrix", "assert_close", "matrix_with_singular_values", "zoo"]
 
@@ -35,7 +39,9 @@ class ZooMatrix:
     singular_values: np.ndarray
 
 
-def matrix_with_singular_values(singular_values, m, n, *, rng):
+def matrix_with_singular_values(
+    singular_values: Sequence[float] | np.ndarray, m: int, n: int, *, rng: np.random.Generator,
+) -> np.ndarray:
     """A random m x n float64 matrix ``U diag(s) V^T`` with Haar-random U and V."""
     k = min(m, n)
     U, _ = np.linalg.qr(rng.standard_normal((m, k)))
@@ -43,7 +49,7 @@ def matrix_with_singular_values(singular_values, m, n, *, rng):
     return (U * np.asarray(singular_values, dtype=np.float64)) @ V.T
 
 
-def zoo(*, seed=0, size=32):
+def zoo(*, seed: int = 0, size: int = 32) -> dict[str, ZooMatrix]:
     """The matrix zoo used across the test suite.
 
     Parameters
@@ -85,7 +91,10 @@ def zoo(*, seed=0, size=32):
     }
 
 
-def assert_close(actual, expected, *, rtol=0.0, atol=0.0, xp, dtype=None, device=None):
+def assert_close(
+    actual: Array, expected: ArrayLike, *, rtol: float = 0.0, atol: float = 0.0, xp: Namespace,
+    dtype: DType | None = None, device: Any = None,
+) -> None:
     """Assert ``actual`` lives in ``xp`` with the given dtype/device and matches ``expected``.
 
     Parameters

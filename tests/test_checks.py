@@ -77,3 +77,61 @@ def test_integer_input_is_computed_in_the_default_float(backend, name):
     for x, y in zip(*(r if isinstance(r, tuple) else (r,) for r in (got, expected)), strict=True):
         assert x.dtype == default["real floating"]
         assert bool(xp.all(x == y))
+
+
+# --- one spelling per idea, and the deprecated spellings -------------------------------------
+
+OWN_MODULES = ["matsign", "matsign.duality", "matsign.kron", "matsign.polynomials",
+               "matsign.roots", "matsign.testing"]
+RETIRED = {"max_iter": "max_steps", "kind": "norm"}  # 0.1 spellings, accepted until 0.3
+
+
+def public_functions(module_names):
+    """(qualified name, function) of every public function the modules export."""
+    import importlib
+    import inspect
+
+    for module_name in module_names:
+        module = importlib.import_module(module_name)
+        for attr in module.__all__:
+            value = getattr(module, attr)
+            if inspect.isfunction(value):
+                yield f"{value.__module__}.{value.__name__}", value
+
+
+def test_one_spelling_per_idea_in_public_signatures():
+    """Step limits are max_steps, norm choices norm=, and layout= is always a KronLayout."""
+    import inspect
+
+    for name, function in public_functions(OWN_MODULES):
+        for parameter in inspect.signature(function).parameters.values():
+            assert parameter.name not in RETIRED, f"{name}({parameter.name}=...)"
+            if parameter.name == "layout":
+                assert parameter.annotation == "KronLayout", f"{name}: {parameter}"
+
+
+def test_public_signatures_are_annotated():
+    import inspect
+
+    for name, function in public_functions(OWN_MODULES[1:]):
+        signature = inspect.signature(function)
+        assert signature.return_annotation is not inspect.Signature.empty, f"{name} -> ?"
+        for parameter in signature.parameters.values():
+            if parameter.kind is not parameter.VAR_KEYWORD:
+                assert parameter.annotation is not parameter.empty, f"{name}({parameter.name})"
+
+
+def test_renamed_keywords_warn_forward_and_refuse_both():
+    from matsign import _checks
+
+    @_checks.renamed_keywords(since="0.2", until="0.3", old="new")
+    def f(x, /, new=1, *, other=2):
+        return x, new, other
+
+    assert f(0) == (0, 1, 2)
+    with pytest.warns(DeprecationWarning, match=r"^f: old= is deprecated since matsign 0\.2 "
+                                                r"and will be removed in 0\.3; use new= "):
+        assert f(0, old=5) == (0, 5, 2)
+    for call in (lambda: f(0, 3, old=5), lambda: f(0, new=3, old=5)):  # positional or keyword
+        with pytest.raises(TypeError, match="f got both new= and its deprecated spelling old="):
+            call()

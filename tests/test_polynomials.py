@@ -207,7 +207,7 @@ def test_presets_use_the_pade_polynomials():
 
 def test_remez_reports_failure_clearly():
     with pytest.raises(RuntimeError, match=r"did not converge for degree 7 on \[0.001, 1.0\]"):
-        _remez.remez(1e-3, 1.0, 7, max_iter=1)
+        _remez.remez(1e-3, 1.0, 7, max_steps=1)
 
 
 @pytest.mark.parametrize(("args", "match"), [
