@@ -18,7 +18,7 @@ import pytest
 
 from matsign import polynomials
 from matsign.__main__ import main
-from matsign.cli.compare import newton_schulz_flops
+from matsign.cli.timing import newton_schulz_flops
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL = ["--shape", "64", "96", "--repeats", "1", "--warmup", "0", "--threads", "1"]

@@ -4,15 +4,22 @@ Every benchmark process runs BLAS and torch on ``MATSIGN_BENCH_THREADS`` threads
 (default 1, the value ``asv.conf.json`` sets for its own environments): asv ignores
 that configuration's environment variables for ``-E existing``, so they are pinned
 again here, before NumPy or torch start their thread pools. ``MATSIGN_BENCH_DEVICES``
-(default ``cpu,cuda``) chooses the devices whose rows run.
+(default ``cpu,cuda``) chooses the devices whose rows run; ``MATSIGN_BENCH_LARGE_CPU=1``
+adds the CPU rows of the GEMM fraction at 2048^2 and 4096^2 (about 2 TFLOP a call at
+4096^2: minutes per row, so CI's quick run leaves them out). Timing, flop counts and
+thread pinning are `matsign.cli.timing`'s, shared with ``python -m matsign compare``.
 """
 
+import contextlib
+import functools
 import os
 
 THREADS = int(os.environ.get("MATSIGN_BENCH_THREADS", "1"))
 # Rows on devices not listed here are skipped, e.g. MATSIGN_BENCH_DEVICES=cuda on a GPU
 # machine to time only the GPU rows.
 DEVICES = os.environ.get("MATSIGN_BENCH_DEVICES", "cpu,cuda").split(",")
+# CPU rows of TrackGemmFraction at 2048^2 and 4096^2 (minutes each) run only when set to 1.
+LARGE_CPU = os.environ.get("MATSIGN_BENCH_LARGE_CPU", "0") == "1"
 
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_name] = str(THREADS)
@@ -31,18 +38,35 @@ def wait(x):
 
 
 def pin_threads():
-    """Run BLAS and torch on `THREADS` threads, whatever the environment said."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # the environment variables set above still apply
-        pass
-    else:
-        threadpool_limits(limits=THREADS)
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(THREADS)
+    """Run BLAS and torch on `THREADS` threads, whatever the environment said.
+
+    The one pinning is `matsign.cli.timing.pin_threads`; torch is imported first (when
+    installed) so that it is pinned too.
+    """
+    from matsign.cli.timing import pin_threads as pin
+
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401
+    pin(THREADS)
+
+
+@functools.cache
+def fast_bfloat16():
+    """Whether torch multiplies bfloat16 matrices at least a quarter as fast as float32.
+
+    CPUs without bfloat16 instructions (AMX, AVX512-BF16) fall back to a kernel about a
+    hundred times slower than float32: a row there would take minutes and measure that
+    fallback, not matsign. Timed bfloat16 rows on the CPU are skipped there. Measured
+    once per process, on 256 x 256 products paired as `matsign.cli.timing` pairs them.
+    """
+    import torch
+
+    from matsign.cli.timing import median_ratio, time_runs
+
+    a = torch.randn(256, 256)
+    b = a.to(torch.bfloat16)
+    slow, fast, _ = time_runs(lambda: b @ b, repeats=3, paired=lambda: a @ a)
+    return median_ratio(slow, fast) < 4
 
 
 def require_device(device):

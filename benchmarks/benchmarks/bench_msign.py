@@ -4,22 +4,22 @@ Parameters are strings so that asv's tables read well: shapes such as ``"1024x40
 or ``"16x512x512"`` (a batch), backends ``"numpy"`` (float32), ``"torch-float32"`` and
 ``"torch-bfloat16"`` on the CPU, ``"torch-cuda-float32"``, ``"torch-cuda-bfloat16"`` and
 ``"cupy-float32"`` on a GPU. The GPU rows add the shapes a GPU needs to fill
-(``GPU_SHAPES``), which CPU rows skip, and wait for the device inside each timing. A
+(``GPU_SHAPES``), which CPU rows skip, and wait for the device inside each timing.
+``TrackGemmFraction`` also has 2048^2, and runs 2048^2 and 4096^2 on the CPU when
+``MATSIGN_BENCH_LARGE_CPU=1``. A
 combination that cannot run here (torch, CuPy, CUDA or scipy missing, or a CPU without
 native bfloat16 matrix products) or that would only repeat another row raises
 `NotImplementedError` in ``setup``, which asv reports as skipped.
 """
 
-import statistics
-import time
-
 import numpy as np
 
 import matsign
 from matsign import polynomials
+from matsign.cli import timing  # the module: asv would take time_runs for a benchmark
 from matsign.testing import matrix_with_singular_values
 
-from . import pin_threads, require_device, wait
+from . import LARGE_CPU, fast_bfloat16, pin_threads, require_device, wait
 
 try:  # imported once here: asv's forkserver then shares it with every benchmark process
     import torch
@@ -28,6 +28,10 @@ except ImportError:
 
 SHAPES = ["256x256", "1024x1024", "1024x4096", "16x512x512", "4096x4096", "2048x8192"]
 GPU_SHAPES = {"4096x4096", "2048x8192"}  # minutes per row on a CPU; what fills a GPU
+# TrackGemmFraction adds 2048^2; it and 4096^2 run on a CPU with MATSIGN_BENCH_LARGE_CPU=1
+GEMM_SHAPES = ["256x256", "1024x1024", "2048x2048", "1024x4096", "16x512x512", "4096x4096",
+               "2048x8192"]
+LARGE_CPU_SHAPES = {"2048x2048", "4096x4096"}
 BACKENDS = ["numpy", "torch-float32", "torch-bfloat16",
             "torch-cuda-float32", "torch-cuda-bfloat16", "cupy-float32"]
 METHODS = ["svd", "jordan", "polar_express", "you5", "quintic"]
@@ -84,7 +88,7 @@ def _gaussian(shape, dtype=np.float32, seed=0):
 
 def _require_fast(backend):
     """Skip timed bfloat16 rows on a CPU without native bfloat16 products."""
-    if backend == "torch-bfloat16" and torch is not None and not FAST_BFLOAT16:
+    if backend == "torch-bfloat16" and torch is not None and not fast_bfloat16():
         raise NotImplementedError("this CPU has no native bfloat16 matrix product")
 
 
@@ -95,40 +99,6 @@ def _msign_options(method):
     return {"method": "newton_schulz", "schedule": method}
 
 
-def _newton_schulz_flops(shape, schedule):
-    """Flops of ``schedule``'s default steps on ``shape`` (..., m, n), m <= n after transposing.
-
-    A step with coefficients ``(c0, ..., ck)`` costs ``2 m^2 n`` for the Gram matrix,
-    ``2 m^3`` for each Horner product beyond the first and ``2 m^2 n`` to apply it:
-    ``4 m^2 n + 2 m^3`` for a quintic step.
-    """
-    *batch, m, n = shape
-    m, n = min(m, n), max(m, n)
-    per_step = [4 * m * m * n + 2 * m**3 * max(0, len(c) - 2) for c in schedule.polynomials()]
-    return int(np.prod(batch, dtype=np.int64)) * sum(per_step)
-
-
-def _median_seconds(func, repeats):
-    """Median wall time of ``func()`` over ``repeats`` calls, after one warm-up call."""
-    return _interleaved_medians([func], repeats)[0]
-
-
-def _interleaved_medians(funcs, repeats):
-    """Median wall time of each of ``funcs`` over ``repeats`` calls, after a warm-up call.
-
-    The calls alternate between the functions, so that a change in outside load while
-    they run affects each about equally and their ratio stays fair.
-    """
-    times = [[] for _ in funcs]
-    for _ in range(repeats + 1):
-        for func, samples in zip(funcs, times, strict=True):
-            start = time.perf_counter()
-            func()
-            samples.append(time.perf_counter() - start)
-    return [statistics.median(samples[1:]) for samples in times]
-
-
-
 def _warm_up():
     """Run each code path once, so that lazy imports are not timed in a first sample."""
     eyes = [np.eye(2, dtype=np.float32)] + ([] if torch is None else [torch.eye(2)])
@@ -137,24 +107,9 @@ def _warm_up():
         matsign.msign(eye, method="newton_schulz", steps=1)
 
 
-def _has_fast_bfloat16():
-    """Whether torch multiplies bfloat16 matrices at least a quarter as fast as float32.
-
-    CPUs without bfloat16 instructions (AMX, AVX512-BF16) fall back to a kernel about a
-    hundred times slower than float32: a 1024x4096 row would take minutes and measure
-    that fallback, not matsign. Timed rows in bfloat16 are skipped there.
-    """
-    if torch is None:
-        return False
-    a = torch.randn(256, 256)
-    b = a.to(torch.bfloat16)
-    slow, fast = _interleaved_medians([lambda: b @ b, lambda: a @ a], 3)
-    return slow < 4 * fast
-
-
 pin_threads()
 _warm_up()
-FAST_BFLOAT16 = _has_fast_bfloat16()
+fast_bfloat16()  # measured once here, in the process that asv forks the benchmarks from
 
 
 class TimeMsign:
@@ -260,40 +215,47 @@ def _preset_singular_values(G, name, backend):
 class TrackGemmFraction:
     """Achieved fraction of the GEMM rate: Newton–Schulz flops per second over GEMM's.
 
-    Both rates are measured in the same call, same backend, dtype and threads, as the
-    median of a few alternating repeats. The GEMM is ``(..., m, m) @ (..., m, n)``, the product that
-    dominates a Newton–Schulz step; the Newton–Schulz flops follow
-    ``_newton_schulz_flops``. The standard loop runs (``gram=False``): the Gram-space
-    iteration that `matsign.msign` picks for wide matrices does fewer flops than the
-    model counts. Values a little above 1 are real: NumPy forms ``X X^T`` by a symmetric
-    product at half the flops of the GEMM the model charges for it.
+    The GEMM ``(..., m, m) @ (..., m, n)``, the product that dominates a Newton–Schulz
+    step, runs in the same backend, dtype and threads, timed just before each timed
+    Newton–Schulz run; the figure is the median of those paired ratios
+    (`matsign.cli.timing`, as in ``python -m matsign compare``). Flops follow
+    `matsign.cli.timing.newton_schulz_flops` for the preset's default steps (Jordan's:
+    5). The standard loop runs (``gram=False``): the Gram-space iteration that
+    `matsign.msign` picks for wide matrices does fewer flops than the model counts.
+    Values a little above 1 are real: NumPy forms ``X X^T`` by a symmetric product at
+    half the flops of the GEMM the model charges for it. CPU rows at 2048^2 and 4096^2
+    run only with ``MATSIGN_BENCH_LARGE_CPU=1`` (4096^2 is about 2 TFLOP a call).
     """
 
-    params = (["jordan", "polar_express"], SHAPES, BACKENDS)
+    params = (["jordan", "polar_express"], GEMM_SHAPES, BACKENDS)
     param_names = ("preset", "shape", "backend")
-    timeout = 300
+    timeout = 900
     repeats = 3
     unit = "fraction of GEMM rate"
 
     def setup(self, preset, shape, backend):
         _require_fast(backend)
-        _check_shape(shape, backend)
-        *batch, m, n = _shape(shape)
-        self.G = _on_backend(_gaussian((*batch, m, n)), backend)
-        self.A = _on_backend(_gaussian((*batch, m, m), seed=1), backend)
+        _check_gemm_shape(shape, backend)
+        self.G = _on_backend(_gaussian(_shape(shape)), backend)
+        self.gemm = timing.gemm_like(self.G)
         self.schedule = polynomials.preset(preset)
 
     def track_gemm_fraction(self, preset, shape, backend):
-        *batch, m, n = self.G.shape
-        gemm_flops = 2 * m * m * n * int(np.prod(batch, dtype=np.int64))
-        ns_flops = _newton_schulz_flops(tuple(self.G.shape), self.schedule)
-        gemm, ns = _interleaved_medians(
-            [
-                lambda: wait(self.A @ self.G),
-                lambda: wait(matsign.msign(
-                    self.G, method="newton_schulz", schedule=self.schedule, gram=False
-                )),
-            ],
-            self.repeats,
-        )
-        return (ns_flops / ns) / (gemm_flops / gemm)
+        def newton_schulz():
+            return matsign.msign(self.G, method="newton_schulz", schedule=self.schedule,
+                                 gram=False)
+
+        times, gemm_times, _ = timing.time_runs(newton_schulz, repeats=self.repeats,
+                                         paired=self.gemm.call)
+        flops = timing.newton_schulz_flops(self.schedule, tuple(self.G.shape))
+        return timing.gemm_fraction(flops, self.gemm, times, gemm_times)
+
+
+def _check_gemm_shape(shape, backend):
+    """Skip the large CPU rows unless asked for, and the GPU-only shapes on a CPU."""
+    on_gpu = "cuda" in backend or backend.startswith("cupy")
+    if shape in LARGE_CPU_SHAPES and not on_gpu:
+        if not LARGE_CPU:
+            raise NotImplementedError(f"{shape} on a CPU runs with MATSIGN_BENCH_LARGE_CPU=1")
+        return
+    _check_shape(shape, backend)

@@ -14,12 +14,10 @@ scipy missing, SciPy at n = 2048 or in float32) raises `NotImplementedError` in 
 which asv reports as skipped.
 """
 
-import statistics
-import time
-
 import numpy as np
 
 import matsign
+from matsign.cli import timing  # the module: asv would take time_runs for a benchmark
 
 from . import pin_threads
 
@@ -41,8 +39,6 @@ SCIPY_MAX_N = 1024
 P = 4
 RIDGE = {"eps": 1e-6, "eps_mode": "relative"}
 KAPPA = 1e4
-
-
 
 pin_threads()
 
@@ -96,17 +92,6 @@ def _host(X):
     return np.asarray(X, dtype=np.float64)
 
 
-def _median_seconds(func, repeats):
-    """Median wall time of ``func()`` over ``repeats`` calls, after one warm-up call."""
-    func()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 class TimeInverseRoot:
     """Wall time of ``inverse_root(A, 4)`` by implementation x n x dtype x backend."""
 
@@ -150,7 +135,8 @@ class TrackRelativeError:
 class TrackSpeedupOverScipy:
     """``fractional_matrix_power`` time over matsign's, float64, both measured in one call.
 
-    The goal in issue 4 is at least 5 for ``"eigh"``. Medians of a few repeats each.
+    The goal in issue 4 is at least 5 for ``"eigh"``. The median of a few paired ratios,
+    SciPy timed just before each of matsign's runs (`matsign.cli.timing.time_runs`).
     """
 
     params = (["eigh", "newton"], [256, 512, 1024], BACKENDS)
@@ -165,8 +151,9 @@ class TrackSpeedupOverScipy:
         self.scipy = _runner("scipy", n, "float64", "numpy", a)
 
     def track_speedup_over_scipy(self, method, n, backend):
-        return _median_seconds(self.scipy, self.repeats) / _median_seconds(self.ours,
-                                                                              self.repeats)
+        ours, scipy_times, _ = timing.time_runs(self.ours, repeats=self.repeats,
+                                                paired=self.scipy)
+        return timing.median_ratio(scipy_times, ours)
 
 
 class TrackAgreementWithScipy:

@@ -19,7 +19,6 @@ import platform
 import statistics
 import sys
 import textwrap
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +26,7 @@ import numpy as np
 from .. import __version__, _xp, polynomials
 from ..polar import msign, orthogonality_error
 from . import UsageError
+from .timing import gemm_fraction, gemm_like, limit_threads, newton_schulz_flops, time_runs
 
 __all__ = ["DESCRIPTION", "add_arguments", "compare", "run"]
 
@@ -169,7 +169,7 @@ def run(args):
     setup = make_setup(args.backend, args.dtype, args.shape, device=args.device)
     chosen = _chosen_methods(args.methods, setup.backend)
     progress = Progress(enabled=not (args.quiet or args.json))
-    with limit_threads(args.threads, setup.backend), contextlib.closing(progress):
+    with limit_threads(args.threads), contextlib.closing(progress):
         report = compare(setup, methods=chosen, repeats=args.repeats, warmup=args.warmup,
                          seed=args.seed, threads=args.threads, progress=progress)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
@@ -183,6 +183,8 @@ def _check_counts(args):
     if args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         msg = "--repeats and --threads must be at least 1 and --warmup at least 0"
         raise UsageError(msg)
+    if args.threads is not None and importlib.util.find_spec("threadpoolctl") is None:
+        raise UsageError("--threads needs threadpoolctl (pip install threadpoolctl)")
 
 
 def make_setup(backend, dtype_name, shape, *, device=None):
@@ -228,34 +230,6 @@ def _device(backend, requested):
         return torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as exc:
         raise UsageError(f"bad --device {requested!r}: {exc}") from None
-
-
-@contextlib.contextmanager
-def limit_threads(threads, backend):
-    """Pin BLAS threads (threadpoolctl) and torch's intra-op threads while inside.
-
-    Raises
-    ------
-    UsageError
-        If ``threads`` is given and threadpoolctl is not installed.
-    """
-    if threads is None:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        raise UsageError("--threads needs threadpoolctl (pip install threadpoolctl)") from None
-    torch = sys.modules.get("torch") if backend == "torch" else None
-    previous = torch.get_num_threads() if torch else None
-    with threadpool_limits(limits=threads):
-        if torch:
-            torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            if torch:
-                torch.set_num_threads(previous)
 
 
 # --- Methods --------------------------------------------------------------------------------
@@ -345,43 +319,6 @@ def _label(setup):
     return f"{setup.backend} {setup.dtype_name} on {setup.device}"
 
 
-def newton_schulz_flops(schedule, shape, steps=None):
-    """Matrix-product flops of a Newton–Schulz schedule on an input of ``shape``.
-
-    Parameters
-    ----------
-    schedule : Schedule
-        The schedule, run for ``steps`` steps (its default when omitted).
-    shape : tuple of int
-        ``(..., m, n)``; the iteration runs on the smaller Gram side.
-    steps : int, optional
-        Number of steps.
-
-    Returns
-    -------
-    float
-        Sum over steps of ``4 m^2 n + 2 m^3 (d - 1)`` for a polynomial with ``d + 1``
-        coefficients (``m <= n``), times the batch size.
-
-    Notes
-    -----
-    ``A = X X^T`` and the final ``B X`` cost ``2 m^2 n`` each; Horner's rule for
-    ``c0 I + c1 A + ... + cd A^d`` takes ``d - 1`` products ``(.) A`` of ``2 m^3``.
-
-    Examples
-    --------
-    >>> from matsign import polynomials
-    >>> from matsign.cli.compare import newton_schulz_flops
-    >>> newton_schulz_flops(polynomials.preset("jordan"), (4, 8), steps=1)
-    640.0
-    """
-    m, n = sorted(int(d) for d in shape[-2:])
-    batch = math.prod(int(d) for d in shape[:-2])
-    products = sum(max(0, len(c) - 2) for c in schedule.polynomials(steps))
-    count = len(schedule.polynomials(steps))
-    return float(batch * (count * 4 * m * m * n + products * 2 * m**3))
-
-
 # --- Measuring ------------------------------------------------------------------------------
 
 
@@ -399,7 +336,7 @@ def compare(setup, *, methods, repeats=5, warmup=1, seed=0, threads=None, progre
     seed : int
         Seed of the input.
     threads : int, optional
-        Thread count to record (pinning is `limit_threads`'s job).
+        Thread count to record (pinning is `matsign.cli.timing.limit_threads`'s job).
     progress : callable, optional
         Called with a short message before each measurement.
 
@@ -412,7 +349,7 @@ def compare(setup, *, methods, repeats=5, warmup=1, seed=0, threads=None, progre
     exact, sigma_min_ratio = exact_factor(host)
     factories = dict(_method_factories(setup.backend))
     progress(f"timing GEMM (0/{len(methods)})...")
-    gemm = make_gemm(setup, seed)
+    gemm = gemm_like(G, seed=seed + 1)
     gemm_rate = measure_gemm(gemm, repeats=repeats, warmup=warmup)
     machine = machine_info(setup)  # inside the caller's thread limits, so they show
     report = Report(setup, seed, repeats, warmup, threads, sigma_min_ratio, gemm_rate, machine)
@@ -441,61 +378,12 @@ def exact_factor(host):
     return U @ Vh, float(np.min(s[..., -1] / frobenius))
 
 
-@dataclass(frozen=True)
-class Gemm:
-    """The reference product ``(..., m, m) @ (..., m, n)`` on distinct operands."""
-
-    call: object
-    flops: float
-    shape: tuple
-
-
-def make_gemm(setup, seed):
-    """The GEMM of the Newton–Schulz shape: not ``X @ X.T``, which NumPy runs as syrk."""
-    *batch, m, n = setup.shape
-    m, n = min(m, n), max(m, n)
-    rng = np.random.default_rng(seed + 1)
-    xp = setup.xp
-
-    def operand(*shape):
-        return xp.astype(xp.asarray(rng.standard_normal(shape), device=setup.device), setup.dtype)
-
-    A, B = operand(*batch, m, m), operand(*batch, m, n)
-    return Gemm(lambda: A @ B, 2.0 * math.prod(batch) * m * m * n, (*batch, m, m, n))
-
-
 def measure_gemm(gemm, *, repeats, warmup):
     """Median time and GFLOP/s of ``gemm``, as the JSON ``gemm`` entry."""
     times, _, _ = time_runs(gemm.call, repeats=repeats, warmup=warmup)
     seconds = statistics.median(times)
     return {"shape": list(gemm.shape), "median_ms": 1e3 * seconds,
             "gflops": gemm.flops / seconds / 1e9}
-
-
-def time_runs(call, *, repeats, warmup, paired=None):
-    """Wall times of ``repeats`` runs of ``call()`` after ``warmup``, and its last result.
-
-    With ``paired``, ``paired()`` is also timed just before each timed ``call()``, so
-    that the two see the same outside load; its times come second (else empty).
-    """
-    result = None
-    for _ in range(warmup):
-        result = call()
-        _xp.synchronize(result)
-    times, paired_times = [], []
-    for _ in range(repeats):
-        if paired is not None:
-            paired_times.append(_timed(paired)[0])
-        seconds, result = _timed(call)
-        times.append(seconds)
-    return times, paired_times, result
-
-
-def _timed(call):
-    start = time.perf_counter()
-    result = call()
-    _xp.synchronize(result)
-    return time.perf_counter() - start, result
 
 
 def measure(method, exact, gemm, repeats, warmup):
@@ -517,11 +405,10 @@ def _rates(flops, gemm, times, gemm_times):
     """GFLOP/s, the paired GEMM's GFLOP/s, and the median over repeats of their ratio."""
     if flops is None:
         return {"gflops": None, "gemm_gflops": None, "gemm_fraction": None}
-    fractions = [flops * g / (gemm.flops * t) for t, g in zip(times, gemm_times, strict=True)]
     return {
         "gflops": flops / statistics.median(times) / 1e9,
         "gemm_gflops": gemm.flops / statistics.median(gemm_times) / 1e9,
-        "gemm_fraction": statistics.median(fractions),
+        "gemm_fraction": gemm_fraction(flops, gemm, times, gemm_times),
     }
 
 
