@@ -20,10 +20,12 @@ class ConvergenceError(ArithmeticError):
     """An iteration did not reach the requested accuracy within its step limit."""
 
 
-def gram_polynomial(A, coefficients, *, xp, constant=True):
+def gram_polynomial(A, coefficients, *, xp, constant=True, symmetric=True):
     """``c0 I + c1 A + c2 A^2 + ...`` for symmetric ``A`` by Horner's rule, fused if possible.
 
-    With ``constant=False`` the ``c0 I`` term is left out (see `standard`).
+    With ``constant=False`` the ``c0 I`` term is left out (see `standard`). With
+    ``symmetric=True`` the products are the symmetric ones of `matsign._xp` (half the
+    flops where they win); ``symmetric=False`` keeps one plain fused product each.
     """
     c = coefficients
     if len(c) == 1:
@@ -31,25 +33,31 @@ def gram_polynomial(A, coefficients, *, xp, constant=True):
     if len(c) == 2:
         B = c[1] * A
     else:
-        B = _xp.symmetric_square_add(A, alpha=c[-1], beta=c[-2], xp=xp)
+        B = _xp.symmetric_square_add(A, alpha=c[-1], beta=c[-2], xp=xp, symmetric=symmetric)
     for ck in reversed(c[1:-2]):
-        B = _xp.matmul_add(B, A, A, alpha=1.0, beta=ck, xp=xp)
+        # B and A are polynomials of A, so B A is symmetric
+        B = _xp.symmetric_product_add(B, A, A, alpha=1.0, beta=ck, xp=xp, symmetric=symmetric)
     return _xp.add_diagonal(B, c[0], xp=xp) if constant else B
 
 
-def standard(X, polynomials, *, xp):
-    """Apply the steps directly: per quintic step ``4 m^2 n + 2 m^3`` flops."""
+def standard(X, polynomials, *, xp, symmetric=True):
+    """Apply the steps directly: per quintic step ``4 m^2 n + 2 m^3`` flops.
+
+    ``symmetric=True`` forms ``X X^T`` and ``A^2`` from their upper block triangles where
+    that wins (`matsign._xp.gram`); ``symmetric=False`` keeps the plain products, on torch
+    exactly torch.optim.Muon's operations.
+    """
     for coefficients in polynomials:
         if len(coefficients) == 1:
             X = coefficients[0] * X
             continue
-        A = X @ xp.matrix_transpose(X)
-        B = gram_polynomial(A, coefficients, xp=xp, constant=False)
+        A = _xp.gram(X, xp=xp, symmetric=symmetric)
+        B = gram_polynomial(A, coefficients, xp=xp, constant=False, symmetric=symmetric)
         X = _xp.add_constant_then_matmul(B, X, coefficients[0], xp=xp)
     return X
 
 
-def gram_space(X, polynomials, *, restarts=None, xp):
+def gram_space(X, polynomials, *, restarts=None, xp, symmetric=True):
     """Iterate on the m x m Gram matrix and touch the m x n matrix only at (re)starts.
 
     With ``R = X X^T`` and ``B = q(R)``, one step maps ``X -> B X`` and ``R -> B R B``;
@@ -59,24 +67,27 @@ def gram_space(X, polynomials, *, restarts=None, xp):
     otherwise turns the singular vectors as the steps go on; with the two restarts the
     output is as close to ``U V^T`` as the standard iteration's (measured at 512 x 2048
     and 1024 x 4096; a restart before the last step alone leaves 2-4 times more).
+    All of ``R``, ``B`` and ``Q`` are polynomials of the first ``R``, so every product
+    but ``B R`` and ``Q X`` is a symmetric one (`matsign._xp.symmetric_product`)
+    unless ``symmetric=False``.
     """
     polynomials = list(polynomials)
     k = len(polynomials)
     restarts = {k // 2, k - 1} if restarts is None else set(restarts)
-    R = X @ xp.matrix_transpose(X)
+    R = _xp.gram(X, xp=xp, symmetric=symmetric)
     Q = None
     for k, coefficients in enumerate(polynomials):
         if k in restarts and Q is not None:
             X, Q = Q @ X, None
-            R = X @ xp.matrix_transpose(X)
-        B = gram_polynomial(R, coefficients, xp=xp)
-        Q = B if Q is None else B @ Q
+            R = _xp.gram(X, xp=xp, symmetric=symmetric)
+        B = gram_polynomial(R, coefficients, xp=xp, symmetric=symmetric)
+        Q = B if Q is None else _xp.symmetric_product(B, Q, xp=xp, symmetric=symmetric)
         if k + 1 < len(polynomials) and k + 1 not in restarts:
-            R = (B @ R) @ B
+            R = _xp.symmetric_product(B @ R, B, xp=xp, symmetric=symmetric)
     return X if Q is None else Q @ X
 
 
-def until_orthogonal(X, polynomials, *, tol, max_steps, xp):
+def until_orthogonal(X, polynomials, *, tol, max_steps, xp, symmetric=True):
     """Run the steps until the orthogonality error ``max |sigma_i - 1|`` is at most ``tol``.
 
     Before each step, ``delta = ||X X^T - I||_F`` (free from the Gram matrix the step
@@ -94,11 +105,11 @@ def until_orthogonal(X, polynomials, *, tol, max_steps, xp):
     delta = float("inf")
     steps = itertools.chain(itertools.islice(polynomials, max_steps), [None])
     for coefficients in steps:
-        A = X @ xp.matrix_transpose(X)
+        A = _xp.gram(X, xp=xp, symmetric=symmetric)
         delta = _gram_defect(A, xp=xp)
         if delta <= tol or coefficients is None:
             break
-        X = gram_polynomial(A, coefficients, xp=xp) @ X
+        X = gram_polynomial(A, coefficients, xp=xp, symmetric=symmetric) @ X
         if _error_after(coefficients, delta) <= tol:
             return X
     if delta <= tol:
