@@ -68,7 +68,8 @@ def test_symmetric_square_add_matches_float64(backend, dtype, m, batch, small_bl
     a = _host(A)
     alpha, beta = 2.0315, -4.7750  # Jordan's quintic
     expected = beta * a + alpha * (a @ a)
-    bound = (m + 3) * _eps(backend, dtype) * (abs(beta) * np.abs(a) + abs(alpha) * (np.abs(a) @ np.abs(a)))
+    size = abs(beta) * np.abs(a) + abs(alpha) * (np.abs(a) @ np.abs(a))
+    bound = (m + 3) * _eps(backend, dtype) * size
     got = _xp.symmetric_square_add(A, alpha=alpha, beta=beta, xp=backend.xp)
     _check(got, expected, bound, backend, dtype)
 
