@@ -12,6 +12,8 @@ __all__ = ["msign", "newton_schulz", "orthogonality_error", "polar"]
 DEFAULT_SCHEDULE = "polar_express"
 GRAM_ASPECT = 3  # Gram-space iteration from n >= GRAM_ASPECT * m on (see newton_schulz)
 CLASSICAL_QUINTIC = (15 / 8, -10 / 8, 3 / 8)
+MATCHES = (None, "torch.optim.Muon")  # the rounding newton_schulz(match=...) reproduces
+TORCH_EPS = 1e-7  # torch.optim.Muon's default clamp of the norm
 
 
 def msign(
@@ -152,7 +154,7 @@ def polar(G, /, **options):
 
 def newton_schulz(
     G, /, schedule=DEFAULT_SCHEDULE, *, steps=None, tol=None, max_steps=60, normalize=True,
-    gram=None, dtype=None, xp=None,
+    eps=None, gram=None, dtype=None, match=None, xp=None,
 ):
     """Apply a Newton–Schulz odd-polynomial schedule to ``G`` (batched).
 
@@ -179,6 +181,9 @@ def newton_schulz(
     normalize : bool, default True
         Divide each matrix by ``schedule.normalizer * ||G||_F`` first. With False
         the caller guarantees a spectral norm of at most one.
+    eps : float, optional
+        Clamp the divisor below at ``eps`` (Muon's ``max(||G||_F, eps)``), so tiny
+        matrices are not blown up. None: only an all-zero matrix is left as it is.
     gram : bool, optional
         Iterate on the m x m Gram matrix ``R = X X^T`` (``R <- q(R) R q(R)``) and
         apply the accumulated polynomial to ``X`` at the end, restarting from ``X``
@@ -187,6 +192,14 @@ def newton_schulz(
         None picks it for ``n >= 3 m`` (or ``m >= 3 n``) without ``tol``.
     dtype : dtype, optional
         Compute dtype (e.g. ``torch.bfloat16``); the result has ``G``'s dtype.
+    match : {None, "torch.optim.Muon"}, optional
+        ``"torch.optim.Muon"`` rounds exactly as torch.optim.Muon: the plain norm
+        ``||X||_F`` in the compute dtype clamped at ``eps`` (default 1e-7), then the
+        standard loop with its association (``A = X X^T``, ``B = b A + c A A``,
+        ``X = a X + B X`` by ``addmm`` on torch), on the input's memory layout; no
+        Gram space and no symmetric (half-flop) products. With torch and the same
+        coefficients, steps and ``dtype=torch.bfloat16``, the result is bit for bit
+        torch's. Not with ``tol``.
     xp : namespace, optional
         Array namespace; inferred from ``G`` when omitted.
 
@@ -198,8 +211,8 @@ def newton_schulz(
     Raises
     ------
     ValueError
-        For fewer than two axes, an unknown schedule, too many steps for a
-        schedule that stops, or both ``steps`` and ``tol``.
+        For fewer than two axes, an unknown schedule or ``match``, too many steps
+        for a schedule that stops, or both ``steps`` and ``tol`` (or ``match``).
     ConvergenceError
         With ``tol``, if ``max_steps`` steps do not reach it.
 
@@ -225,31 +238,70 @@ def newton_schulz(
     """
     xp = _xp.namespace(G, xp=xp)
     G = _checks.as_float_matrix(G, "newton_schulz", xp=xp)
-    schedule = preset(schedule) if isinstance(schedule, str) else schedule
-    if not isinstance(schedule, Schedule):
-        msg = f"schedule must be a preset name or a Schedule; got {type(schedule).__name__}"
-        raise TypeError(msg)
-    if tol is not None and steps is not None:
-        msg = f"give steps or tol, not both; got steps={steps}, tol={tol}"
-        raise ValueError(msg)
+    schedule = _as_schedule(schedule)
+    _check_exclusive(steps, tol, match)
     polynomials = schedule.polynomials(steps) if tol is None else _with_convergent_tail(schedule)
     if _checks.is_empty(G):
         return xp.zeros(G.shape, dtype=G.dtype, device=_xp.device(G))
     wide = G.shape[-2] <= G.shape[-1]
-    X = G if wide else xp.matrix_transpose(G)
-    X = xp.astype(X, _xp.compute_dtype(dtype, G.dtype, xp))
-    if normalize:
-        X = X / _xp.safe_divisor(_xp.frobenius_norm(X, xp=xp) * schedule.normalizer, xp=xp)
-    X = _xp.as_contiguous(X, xp=xp)
-    if tol is not None:
-        _check_tol(tol, X.dtype, xp)
-        X = _iterations.until_orthogonal(X, polynomials, tol=tol, max_steps=max_steps, xp=xp)
-    elif gram or (gram is None and X.shape[-1] >= GRAM_ASPECT * X.shape[-2]):
-        X = _iterations.gram_space(X, polynomials, xp=xp)
+    X = _xp.astype(G, _xp.compute_dtype(dtype, G.dtype, xp), xp=xp)
+    X = X if wide else xp.matrix_transpose(X)
+    if match is not None:
+        X = _iterations.standard(_torch_normalized(X, schedule, eps, xp), polynomials,
+                                 symmetric=False, xp=xp)
     else:
-        X = _iterations.standard(X, polynomials, xp=xp)
+        X = _iterations_auto(_normalized(X, schedule, normalize, eps, xp), polynomials,
+                             tol=tol, max_steps=max_steps, gram=gram, xp=xp)
     X = X if wide else xp.matrix_transpose(X)
     return _xp.astype(X, G.dtype, xp=xp)
+
+
+def _as_schedule(schedule):
+    """A Schedule from a preset name or a Schedule."""
+    schedule = preset(schedule) if isinstance(schedule, str) else schedule
+    if not isinstance(schedule, Schedule):
+        msg = f"schedule must be a preset name or a Schedule; got {type(schedule).__name__}"
+        raise TypeError(msg)
+    return schedule
+
+
+def _check_exclusive(steps, tol, match):
+    """``tol`` excludes ``steps`` and ``match``; ``match`` names a known reference."""
+    if tol is not None and steps is not None:
+        msg = f"give steps or tol, not both; got steps={steps}, tol={tol}"
+        raise ValueError(msg)
+    if match not in MATCHES:
+        msg = f"match must be one of {MATCHES}; got {match!r}"
+        raise ValueError(msg)
+    if match is not None and tol is not None:
+        msg = f"match={match!r} runs a fixed number of steps; it does not take tol={tol}"
+        raise ValueError(msg)
+
+
+def _normalized(X, schedule, normalize, eps, xp):
+    """``X / max(normalizer ||X||_F, eps)`` (overflow-safe norm), row-major for the loop."""
+    if normalize:
+        norm = _xp.frobenius_norm(X, xp=xp) * schedule.normalizer
+        norm = _xp.safe_divisor(norm, xp=xp) if eps is None else xp.clip(norm, min=eps)
+        X = X / norm
+    return _xp.as_contiguous(X, xp=xp)  # a transposed view costs ~30 % in the loop
+
+
+def _torch_normalized(X, schedule, eps, xp):
+    """torch.optim.Muon's normalisation, operation for operation (see ``match``)."""
+    norm = xp.linalg.vector_norm(X, axis=(-2, -1), keepdims=True)
+    norm = norm if schedule.normalizer == 1.0 else norm * schedule.normalizer
+    return X / xp.clip(norm, min=TORCH_EPS if eps is None else eps)
+
+
+def _iterations_auto(X, polynomials, *, tol, max_steps, gram, xp):
+    """The accuracy-controlled loop with ``tol``, else Gram space or the standard loop."""
+    if tol is not None:
+        _check_tol(tol, X.dtype, xp)
+        return _iterations.until_orthogonal(X, polynomials, tol=tol, max_steps=max_steps, xp=xp)
+    if gram or (gram is None and X.shape[-1] >= GRAM_ASPECT * X.shape[-2]):
+        return _iterations.gram_space(X, polynomials, xp=xp)
+    return _iterations.standard(X, polynomials, xp=xp)
 
 
 def _check_tol(tol, dtype, xp):

@@ -57,16 +57,69 @@ def _relative(a, b):
     return float((a - b).norm() / b.norm())
 
 
+TORCH = {"match": "torch.optim.Muon"}  # matsign's Muon rounding as torch.optim.Muon
+
+
+def _tall_model():
+    """Wide, tall and square layers, two of them the same shape (one stack)."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(12, 40, bias=False), torch.nn.Tanh(),
+              torch.nn.Linear(40, 24, bias=False), torch.nn.Tanh(),
+              torch.nn.Linear(24, 24, bias=False), torch.nn.Tanh(),
+              torch.nn.Linear(24, 24, bias=False), torch.nn.Tanh(),
+              torch.nn.Linear(24, 8, bias=False)]
+    return torch.nn.Sequential(*layers)
+
+
 @pytest.mark.parametrize("adjust_lr_fn", [None, "match_rms_adamw"])
-def test_muon_reproduces_torch_optim_muon(adjust_lr_fn):
-    """bfloat16 iteration as torch's; two 24 x 24 layers stacked into one batched call."""
+def test_muon_match_reproduces_torch_optim_muon_bit_for_bit(adjust_lr_fn):
+    """bfloat16 iteration as torch's, on tall, wide and square layers, two stacked."""
     kwargs = {"lr": 0.02, "weight_decay": 0.1, "adjust_lr_fn": adjust_lr_fn}
-    batches = _batches(STEPS)
-    peer = _model()
+    batches = [(x, y) for x, y in _batches(STEPS)]
+    peer = _tall_model()
     expected = _train(peer, torch.optim.Muon(peer.parameters(), **kwargs), batches)
-    mine = _model()
-    got = _train(mine, Muon(mine.parameters(), **kwargs), batches)
-    assert _relative(got, expected) <= 1e-5
+    mine = _tall_model()
+    got = _train(mine, Muon(mine.parameters(), **kwargs, **TORCH), batches)
+    assert torch.equal(got, expected)
+
+
+def _first_update_distance(opt_class, shape, **kwargs):
+    """Relative distance of the first update's direction to U V^T (float64 SVD)."""
+    g = torch.Generator().manual_seed(3)
+    p = torch.nn.Parameter(torch.zeros(shape))
+    p.grad = torch.randn(shape, generator=g)
+    opt_class([p], lr=1.0, weight_decay=0.0, adjust_lr_fn="none" if opt_class is Muon
+              else None, **kwargs).step()
+    scale = 1.0 if opt_class is Muon else max(1.0, shape[0] / shape[1]) ** 0.5
+    O = -p.detach().double() / scale
+    U, _, Vh = torch.linalg.svd(p.grad.double(), full_matrices=False)
+    return float((O - U @ Vh).norm() / (U @ Vh).norm())
+
+
+@pytest.mark.parametrize("shape", [(48, 48), (24, 96), (96, 24), (192, 768), (768, 192)])
+def test_muon_default_is_as_close_to_the_polar_factor_as_torch(shape):
+    """The default kernels (Gram space from aspect 3) are no further from U V^T than torch's.
+
+    Jordan's quintic does not converge: its band dominates the distance (about 0.2). In
+    float32 the two agree to 1 %; in bfloat16 the Gram-space rounding is up to 5 % further
+    below m = 64 and 2-4 % closer from m = 192 (GPT-2's 768 x 3072: 0.157 against 0.163),
+    so bfloat16 is compared at the sizes Muon is used at.
+    """
+    theirs = _first_update_distance(torch.optim.Muon, shape)
+    assert _first_update_distance(Muon, shape, ns_dtype=None) <= theirs * 1.01
+    if min(shape) >= 48:
+        assert _first_update_distance(Muon, shape, ns_dtype=torch.bfloat16) <= theirs
+
+
+def test_muon_stacks_same_shape_state_persistently():
+    """Same-shape momentum lives in one stacked buffer: the entries are views of it."""
+    model = _tall_model()
+    opt = Muon(model.parameters(), lr=0.02, ns_dtype=None)
+    _train(model, opt, _batches(2))
+    square = [m.weight for m in model if isinstance(m, torch.nn.Linear)][2:4]
+    a, b = (opt.state[p]["momentum_buffer"] for p in square)
+    assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    assert a.shape == (24, 24) and not torch.equal(a, b)
 
 
 @pytest.mark.parametrize("amsgrad", [False, True])
@@ -85,7 +138,9 @@ def test_muon_follows_a_scheduler_like_torch():
     results = []
     for cls in (torch.optim.Muon, Muon):
         model = _model()
-        opt = cls(model.parameters(), lr=0.05, ns_coefficients=(3.4445, -4.7750, 2.0315))
+        options = TORCH if cls is Muon else {}
+        opt = cls(model.parameters(), lr=0.05, ns_coefficients=(3.4445, -4.7750, 2.0315),
+                  **options)
         scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.3)
         results.append(_train(model, opt, batches, scheduler))
     assert torch.equal(results[0], results[1])
@@ -119,7 +174,7 @@ def test_muon_loads_torch_optim_muon_state():
     model = _model()
     peer = torch.optim.Muon(model.parameters(), lr=0.02)
     _train(model, peer, batches[:3])
-    mine = Muon(model.parameters(), lr=0.02)
+    mine = Muon(model.parameters(), lr=0.02, **TORCH)
     mine.load_state_dict(peer.state_dict())
     assert torch.equal(_train(model, mine, batches[3:]), straight)
 
@@ -217,19 +272,6 @@ def test_import_matsign_optim_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
-
-
-def test_train_demo_runs_and_learns(tmp_path, capsys):
-    pytest.importorskip("sklearn")
-    from matsign.__main__ import main
-
-    args = ["train-demo", "--steps", "40", "--optimizers", "adamw,muon,shampoo,soap", "--json"]
-    assert main(args) == 0
-    import json
-
-    results = json.loads(capsys.readouterr().out)
-    assert set(results) == {"adamw", "muon", "shampoo", "soap"}
-    assert all(r["test_accuracy"] > 0.5 for r in results.values())  # chance is 0.1
 
 
 # --- Shampoo and SOAP: the functional steppers are the oracle ---------------------------

@@ -21,8 +21,12 @@ __all__ = [
     "Stepper",
     "apply_updates",
     "chain",
+    "group_keys",
     "matrix_shape",
     "multi",
+    "stack",
+    "step_stacks",
+    "unstack",
 ]
 
 NONFINITE_POLICIES = ("skip", "raise", "ignore")
@@ -40,6 +44,10 @@ class Stepper(NamedTuple):
     stackable : bool, default True
         Whether a stack of same-shape parameters (a new first axis) may be passed as
         one array; False for steppers that treat every axis as a tensor mode (Shampoo).
+    host_step : bool, default False
+        Whether ``update`` reads the step count on the host (Shampoo, SOAP: when to
+        recompute roots or bases). `multi` then also decides a ``"skip"`` on the host,
+        before calling it, since such steppers cannot take a non-finite gradient.
 
     Examples
     --------
@@ -56,6 +64,7 @@ class Stepper(NamedTuple):
     init: Callable[[Any], Any]
     update: Callable[[Any, Any, Any], tuple[Any, Any]]
     stackable: bool = True
+    host_step: bool = False
 
 
 class EmptyState(NamedTuple):
@@ -115,7 +124,8 @@ def chain(*steppers):
             new_state.append(inner)
         return grad, tuple(new_state)
 
-    return Stepper(init, update, all(s.stackable for s in steppers))
+    return Stepper(init, update, all(s.stackable for s in steppers),
+                   any(s.host_step for s in steppers))
 
 
 def apply_updates(params, updates):
@@ -208,7 +218,8 @@ def keep_if(flag, new, old, *, xp):
     Same structure as ``new``.
     """
     if new is None or type(new) in (bool, int, float, str):  # not NumPy's float64 scalars
-        return new  # static parts of a state (layouts, skipped modes)
+        # static parts of a state (layouts) are equal; a Python counter needs the host
+        return new if new == old or bool(flag) else old
     if isinstance(new, tuple):
         parts = [keep_if(flag, n, o, xp=xp) for n, o in zip(new, old, strict=True)]
         return type(new)(*parts) if hasattr(new, "_fields") else tuple(parts)
@@ -279,27 +290,129 @@ def matrix_shape(shape, reshape):
     return (shape[0], math.prod(shape[1:]))
 
 
-def _group_keys(items, pick, reshape):
+def group_keys(items, reshape, *, label=None, stackable=None):
+    """``(label, keys)`` per stack: parameters of one label, view shape, dtype and device.
+
+    Parameters
+    ----------
+    items : sequence of (key, array)
+        The parameters.
+    reshape : {"flatten", "batch"}
+        See `matrix_shape`.
+    label : callable, optional
+        ``label(key, param)``; None labels every parameter None.
+    stackable : callable, optional
+        ``stackable(label)``: whether that label's stepper takes stacks (see
+        `Stepper`); None: all do.
+
+    Returns
+    -------
+    tuple of (label, tuple of keys)
+        In order of first appearance. Only matrices share a stack: a stack of
+        higher-order arrays would be ambiguous.
+    """
     groups = {}
     for key, p in items:
-        label = pick.label(key, p)
+        name = None if label is None else label(key, p)
         shape = matrix_shape(p.shape, reshape)
-        # only matrices are stacked: a stack of higher-order arrays would be ambiguous
-        tag = (key,) if len(shape) != 2 or not pick.stepper(label).stackable else ()
-        signature = (label, shape, str(p.dtype), str(_xp.device(p)), *tag)
+        alone = len(shape) != 2 or (stackable is not None and not stackable(name))
+        signature = (name, shape, str(p.dtype), str(_xp.device(p)), *((key,) if alone else ()))
         groups.setdefault(signature, []).append(key)
     return tuple((sig[0], tuple(keys)) for sig, keys in groups.items())
 
 
-def _stack(arrays, shape, *, xp):
+def stack(arrays, shape, *, xp):
+    """Same-shape arrays seen as ``shape``, stacked along a new first axis (one: itself).
+
+    Parameters
+    ----------
+    arrays : sequence of arrays
+        The members of one stack.
+    shape : tuple of int
+        The shape each member is seen as (see `matrix_shape`).
+    xp : namespace
+        Their namespace.
+
+    Returns
+    -------
+    array
+        ``(len(arrays), *shape)``, or the single member reshaped (no copy).
+    """
     arrays = [xp.reshape(a, shape) if tuple(a.shape) != shape else a for a in arrays]
     return arrays[0] if len(arrays) == 1 else xp.stack(arrays)
 
 
-def _unstack(stacked, shapes, *, xp):
+def unstack(stacked, shapes, *, xp):
+    """The members of a stack as views, each in its own shape (inverse of `stack`).
+
+    Parameters
+    ----------
+    stacked : array
+        As made by `stack` from ``len(shapes)`` members.
+    shapes : sequence of tuple of int
+        Each member's own shape.
+    xp : namespace
+        Its namespace.
+
+    Returns
+    -------
+    list of arrays
+    """
     parts = [stacked] if len(shapes) == 1 else [stacked[i, ...] for i in range(len(shapes))]
     pairs = zip(parts, shapes, strict=True)
     return [xp.reshape(u, s) if tuple(u.shape) != s else u for u, s in pairs]
+
+
+def step_stacks(steppers, grads, states, params=None, *, nonfinite, where, xp):
+    """One step of each stack's stepper under the non-finite policy: the engine's core.
+
+    Parameters
+    ----------
+    steppers : sequence of Stepper
+        One per stack.
+    grads : sequence of arrays
+        One stacked gradient per stack (see `stack`).
+    states : sequence
+        Each stepper's state for its stack.
+    params : sequence of arrays, optional
+        Stacked parameters, for steppers that read them (weight decay); None passes
+        None to every stepper.
+    nonfinite : {"skip", "raise", "ignore"}
+        See `multi`.
+    where : str
+        What held the gradients, for the error message.
+    xp : namespace
+        The arrays' namespace.
+
+    Returns
+    -------
+    directions : list of arrays
+        Each stepper's update, zero for a skipped step.
+    states : tuple
+        The new states (the old ones for a skipped step).
+    finite : array
+        0-d boolean: whether every gradient was finite (no host sync).
+
+    Raises
+    ------
+    ValueError
+        Under ``nonfinite="raise"`` for a non-finite gradient (one host sync).
+    """
+    finite = all_finite(grads, xp=xp)
+    check_nonfinite(finite, nonfinite, where=where)
+    skip = nonfinite == "skip"
+    if skip and any(s.host_step for s in steppers) and not bool(finite):
+        # these steppers sync every step anyway and cannot take inf or NaN
+        return [xp.zeros_like(G) for G in grads], tuple(states), finite
+    params = [None] * len(grads) if params is None else params
+    directions, new_states = [], []
+    for stepper, G, inner, P in zip(steppers, grads, states, params, strict=True):
+        U, new = stepper.update(G, inner, P)
+        if skip and not stepper.host_step:
+            U, new = xp.where(finite, U, xp.zeros_like(U)), keep_if(finite, new, inner, xp=xp)
+        directions.append(U)
+        new_states.append(new)
+    return directions, tuple(new_states), finite
 
 
 def multi(steppers, labels=None, *, reshape="flatten", nonfinite="skip"):
@@ -307,7 +420,8 @@ def multi(steppers, labels=None, *, reshape="flatten", nonfinite="skip"):
 
     Parameters of one label and one shape, dtype and device are stacked along a new
     first axis and updated by one call, so Muon orthogonalises them in one batched
-    `matsign.msign`-style call.
+    `matsign.newton_schulz` call. Their state lives stacked (one array per state
+    field and stack), so a step stacks only the gradients.
 
     Parameters
     ----------
@@ -321,14 +435,16 @@ def multi(steppers, labels=None, *, reshape="flatten", nonfinite="skip"):
         come back in the parameter's own shape.
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
         If any gradient holds inf or NaN: ``"skip"`` returns zero updates and the old
-        state (no host sync: selected with ``where``), ``"raise"`` raises ValueError
-        (one host sync per step) and ``"ignore"`` lets the values through.
+        state (no host sync: selected with ``where``; decided on the host for
+        steppers with ``host_step``), ``"raise"`` raises ValueError (one host sync
+        per step) and ``"ignore"`` lets the values through.
 
     Returns
     -------
     Stepper
         ``init(params)`` and ``update(grads, state, params)`` over the list or dict;
-        updates come back in the same structure.
+        updates come back in the same structure. ``params`` may be None when no
+        stepper reads them (no weight decay inside the steppers).
 
     Raises
     ------
@@ -339,6 +455,8 @@ def multi(steppers, labels=None, *, reshape="flatten", nonfinite="skip"):
     -----
     A stepper sees a stacked group as one array of shape ``(k, *shape)``: blocks that
     act per matrix (orthogonalisation, update scales) work on the last two axes.
+    The engine's parts are public for adapters (``matsign.optim.torch``):
+    `group_keys`, `stack`, `unstack` and `step_stacks`, which applies the policy.
 
     Examples
     --------
@@ -361,34 +479,41 @@ def multi(steppers, labels=None, *, reshape="flatten", nonfinite="skip"):
     def init(params):
         items = _as_items(params)
         lookup = dict(items)
-        groups = _group_keys(items, pick, reshape)
         xp = _xp.namespace(*lookup.values())
-        states = []
-        for label, keys in groups:
-            shape = matrix_shape(lookup[keys[0]].shape, reshape)
-            states.append(pick.stepper(label).init(_stack([lookup[k] for k in keys], shape, xp=xp)))
-        states = tuple(states)
+        groups = group_keys(items, reshape, label=pick.label,
+                            stackable=lambda label: pick.stepper(label).stackable)
+        states = tuple(
+            pick.stepper(label).init(
+                stack([lookup[k] for k in keys], _view(lookup, keys, reshape), xp=xp))
+            for label, keys in groups)
         return MultiState(groups, states)
 
-    def update(grads, state, params):
-        grad_map, param_map = dict(_as_items(grads)), dict(_as_items(params))
+    def update(grads, state, params=None):
+        grad_map = dict(_as_items(grads))
         xp = _xp.namespace(*grad_map.values())
-        flag = all_finite(list(grad_map.values()), xp=xp)
-        check_nonfinite(flag, nonfinite, where="the gradients")
-        out, new_states = {}, []
-        for (label, keys), inner in zip(state.groups, state.states, strict=True):
-            shapes = [tuple(param_map[k].shape) for k in keys]
-            view = matrix_shape(shapes[0], reshape)
-            G = _stack([grad_map[k] for k in keys], view, xp=xp)
-            P = _stack([param_map[k] for k in keys], view, xp=xp)
-            U, new = pick.stepper(label).update(G, inner, P)
-            if nonfinite == "skip":
-                U, new = xp.where(flag, U, xp.zeros_like(U)), keep_if(flag, new, inner, xp=xp)
-            out.update(zip(keys, _unstack(U, shapes, xp=xp), strict=True))
-            new_states.append(new)
-        return _rebuild(params, out), MultiState(state.groups, tuple(new_states))
+        views = [_view(grad_map, keys, reshape) for _, keys in state.groups]
+        G = [stack([grad_map[k] for k in keys], view, xp=xp)
+             for (_, keys), view in zip(state.groups, views, strict=True)]
+        P = None
+        if params is not None:
+            param_map = dict(_as_items(params))
+            P = [stack([param_map[k] for k in keys], view, xp=xp)
+                 for (_, keys), view in zip(state.groups, views, strict=True)]
+        chosen = [pick.stepper(label) for label, _ in state.groups]
+        U, states, _ = step_stacks(chosen, G, state.states, P, nonfinite=nonfinite,
+                                   where="the gradients", xp=xp)
+        out = {}
+        for (_, keys), u in zip(state.groups, U, strict=True):
+            shapes = [tuple(grad_map[k].shape) for k in keys]
+            out.update(zip(keys, unstack(u, shapes, xp=xp), strict=True))
+        return _rebuild(grads, out), MultiState(state.groups, states)
 
     return Stepper(init, update)
+
+
+def _view(arrays, keys, reshape):
+    """The shape the stepper sees for the stack of ``keys`` (its first member's view)."""
+    return matrix_shape(tuple(arrays[keys[0]].shape), reshape)
 
 
 class _Chooser(NamedTuple):

@@ -36,8 +36,8 @@ class ShampooState(NamedTuple):
 
 
 def _host_step(step):
-    """The step count as a Python int: one host sync per step, documented."""
-    return int(_xp.to_numpy(step))
+    """The 0-d step count as a Python int: one host sync per step (no copy), documented."""
+    return int(step)
 
 
 def _adam(grad, step, m, v, b1, b2, eps, xp):
@@ -133,7 +133,7 @@ def scale_by_shampoo(
             direction = direction * (_norm(adam, xp) / _xp.safe_divisor(norm, xp=xp))
         return direction, new
 
-    return Stepper(init, update, stackable=False)
+    return Stepper(init, update, stackable=False, host_step=True)
 
 
 class SOAPState(NamedTuple):
@@ -263,7 +263,7 @@ def scale_by_soap(*, b1=0.95, b2=0.95, eps=1e-8, beta=None, every=10, max_dim=No
             v = _permute(v, orders, xp)
         return direction, SOAPState(step, factors, bases, m, v)
 
-    return Stepper(init, update, stackable=False)
+    return Stepper(init, update, stackable=False, host_step=True)
 
 
 def _unrotated(factors):
@@ -281,7 +281,7 @@ def _after_first_step(inner):
         xp = _xp.namespace(out)
         return xp.where(first, xp.zeros_like(out), out), state
 
-    return Stepper(inner.init, update, inner.stackable)
+    return inner._replace(update=update)
 
 
 def _permute(v, orders, xp):

@@ -17,10 +17,11 @@ their path (``exp_avg``, ``factors.factors.0``). ``None`` and tuples of plain va
 from __future__ import annotations
 
 import inspect
+from typing import NamedTuple
 
 import torch
 
-from ._base import all_finite, chain, check_nonfinite, matrix_shape
+from ._base import chain, check_nonfinite, group_keys, matrix_shape, stack, step_stacks, unstack
 from .shampoo import scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
     SHAPE_SCALES,
@@ -93,20 +94,36 @@ class _Slot:
         self.dtype = value.dtype if isinstance(value, torch.Tensor) else None
 
 
-class _StepperOptimizer(torch.optim.Optimizer):
-    """Runs a matsign stepper per parameter group; state kept per parameter by entry name.
+class _Held(NamedTuple):
+    """A parameter group's stacked state between steps (see `_StepperOptimizer`)."""
 
-    Per parameter, ``self.state[p]`` holds the entries of the stepper's state (see the
-    module notes) and ``self._skeletons[p]`` the rest: the state's structure with a
-    placeholder per entry, from ``init``, rebuilt after ``load_state_dict``.
+    params: tuple  # the parameters that had gradients, in order
+    groups: tuple  # the engine's stacks: (label, positions in params)
+    states: tuple  # one stepper state per stack, its tensors stacked
+    entries: tuple  # per parameter, the {name: view} installed in ``optimizer.state[p]``
+
+
+class _StepperOptimizer(torch.optim.Optimizer):
+    """A thin ``torch.optim`` adapter over the engine of `matsign.optim.multi`.
+
+    Per parameter group, the engine groups the parameters with gradients into stacks
+    (`matsign.optim.group_keys`: same-shape matrices for Muon, one parameter each for
+    the others), runs the stepper on each stack (`matsign.optim.step_stacks`: the
+    non-finite policy) and the adapter applies the directions with torch's rounding:
+    ``p <- p (1 - lr wd) - lr s u`` by ``torch._foreach_*`` calls over the stack.
+
+    The state lives stacked between steps (``_held``); ``self.state[p]`` holds views
+    of it by entry name (see the module notes), so ``state_dict`` is per parameter as
+    torch's. A state that is not the installed views (after ``load_state_dict``, a new
+    parameter, a changed set of gradients) is stacked again from the entries.
     """
 
     _stack = False  # stack same-shape matrices into one call (Muon)
-    _host_skip = False  # decide "skip" on the host and not run the stepper (Shampoo, SOAP)
+    _decay_in_direction = False  # the stepper's direction includes the decay (Shampoo, SOAP)
 
     def __init__(self, params, defaults):  # numpydoc ignore=PR01
         """Set up the parameter groups (see ``torch.optim.Optimizer``)."""
-        self._skeletons = {}
+        self._held = {}
         super().__init__(params, defaults)
 
     def _stepper(self, group):  # numpydoc ignore=PR01,RT01
@@ -116,7 +133,7 @@ class _StepperOptimizer(torch.optim.Optimizer):
     def __setstate__(self, state):
         """Fill options a loaded state dict lacks (e.g. one saved by torch.optim) with defaults."""
         super().__setstate__(state)
-        self._skeletons = {}
+        self._held = {}
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
@@ -141,7 +158,7 @@ class _StepperOptimizer(torch.optim.Optimizer):
                 saved = state_dict["state"].get(next(saved_ids), {})
                 if not saved:
                     continue
-                skeleton = self._skeleton(stepper, p, _view(p, group))
+                skeleton = _map_entries(stepper.init(p.reshape(_view(p, group))), _Slot)
                 for name, slot in _entries(skeleton).items():
                     if slot.dtype is not None and isinstance(saved.get(name), torch.Tensor):
                         self.state[p][name] = saved[name].to(device=p.device, dtype=slot.dtype)
@@ -169,85 +186,111 @@ class _StepperOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
+        for index, group in enumerate(self.param_groups):
+            self._step_group(index, group)
         return loss
 
-    def _step_group(self, group):
-        params = [p for p in group["params"] if p.grad is not None]
+    def _step_group(self, index, group):
+        params = tuple(p for p in group["params"] if p.grad is not None)
+        if not params:
+            return
         for p in params:
             if torch.is_complex(p) or p.grad.is_sparse:
                 msg = f"{type(self).__name__} supports real dense gradients only"
                 raise RuntimeError(msg)
-        if not params:
-            return
-        grads = [-p.grad if group.get("maximize", False) else p.grad for p in params]
-        flag = all_finite(grads, xp=torch)
-        check_nonfinite(flag, group["nonfinite"], where=f"a {type(self).__name__} group")
-        keep = flag if group["nonfinite"] == "skip" else None
-        if keep is not None and self._host_skip:
-            if not bool(flag):  # a host sync, as these steppers make every step anyway
-                return
-            keep = None
         stepper = self._stepper(group)
-        by_param = {id(p): g for p, g in zip(params, grads, strict=True)}
-        for members in self._batches(params, group):
-            self._step_batch(stepper, members, by_param, keep, group)
+        held = self._held.get(index)
+        if held is None or not self._intact(held, params):
+            held = self._stacked(stepper, params, group)
+        grads = [-p.grad if group.get("maximize", False) else p.grad for p in params]
+        views = [_view(params[keys[0]], group) for _, keys in held.groups]
+        G = [stack([grads[i] for i in keys], view, xp=torch)
+             for (_, keys), view in zip(held.groups, views, strict=True)]
+        P = None
+        if self._decay_in_direction:
+            P = [stack([params[i] for i in keys], view, xp=torch)
+                 for (_, keys), view in zip(held.groups, views, strict=True)]
+        U, states, finite = step_stacks([stepper] * len(G), G, held.states, P,
+                                        nonfinite=group["nonfinite"],
+                                        where=f"a {type(self).__name__} group", xp=torch)
+        skip = finite if group["nonfinite"] == "skip" else None
+        for (_, keys), u, view in zip(held.groups, U, views, strict=True):
+            members = [params[i] for i in keys]
+            directions = unstack(u, [tuple(p.shape) for p in members], xp=torch)
+            self._apply(members, directions, self._scale(view, group), skip, group)
+        self._held[index] = self._installed(held._replace(states=states))
 
-    def _batches(self, params, group):
-        if not self._stack:
-            return [[p] for p in params]
-        batches = {}
-        for p in params:
-            key = (matrix_shape(p.shape, group["reshape"]), p.dtype, p.device)
-            batches.setdefault(key, []).append(p)
-        return list(batches.values())
+    def _intact(self, held, params):
+        """Whether ``self.state`` still holds exactly the views installed last step."""
+        if held.params != params:
+            return False
+        return all(self.state[p].get(name) is value
+                   for p, entries in zip(params, held.entries, strict=True)
+                   for name, value in entries.items())
 
-    def _skeleton(self, stepper, p, view):
-        """``p``'s state structure, a placeholder per entry (from ``init``, cached)."""
-        if p not in self._skeletons:
-            self._skeletons[p] = _map_entries(stepper.init(p.reshape(view)), _Slot)
-        return self._skeletons[p]
+    def _stacked(self, stepper, params, group):
+        """The engine's stacks of ``params`` and their states, from the per-parameter entries."""
+        items = list(enumerate(params))
+        groups = (group_keys(items, group.get("reshape", "batch"))
+                  if self._stack else tuple((None, (i,)) for i, _ in items))
+        states = tuple(self._stacked_state(stepper, [params[i] for i in keys], group)
+                       for _, keys in groups)
+        return _Held(params, groups, states, ())
 
-    def _state_of(self, stepper, p, view):
-        """``p``'s entries, initialised on first use and checked against the skeleton."""
-        state = self.state[p]
-        if not state:
-            fresh = stepper.init(p.reshape(view))
-            state.update(_entries(fresh))
-            self._skeletons[p] = _map_entries(fresh, _Slot)
-        skeleton = self._skeleton(stepper, p, view)
-        missing = sorted(set(_entries(skeleton)) - set(state))
-        if missing:
-            msg = (f"{type(self).__name__}: the state of a parameter of shape "
-                   f"{tuple(p.shape)} lacks {missing} (has {sorted(state)}); was it "
-                   f"saved by another optimizer or with other options?")
-            raise ValueError(msg)
-        return state
-
-    def _step_batch(self, stepper, members, grads, keep, group):
+    def _stacked_state(self, stepper, members, group):
+        """The stack's state: each member's entries (``init`` where it has none), stacked."""
         view = _view(members[0], group)
-        states = [self._state_of(stepper, p, view) for p in members]
-        skeleton = self._skeletons[members[0]]
-        P = _stack([p.reshape(view) for p in members])
-        G = _stack([grads[id(p)].reshape(view) for p in members])
-        stacked = _map_entries(skeleton, lambda name, _: _stack([s[name] for s in states]))
-        U, new_state = stepper.update(G, stacked, P)
-        alpha = -float(group["lr"]) * self._scale(view, group)
-        for i, p in enumerate(members):
-            new = self._updated(p, _part(U, i, len(members)).reshape(p.shape), alpha, group)
-            p.copy_(new if keep is None else torch.where(keep, new, p))
-        for name, value in _entries(new_state).items():
-            for i, state in enumerate(states):
-                state[name] = _write(state[name], _part(value, i, len(members)), keep)
+        skeleton = _map_entries(stepper.init(members[0].reshape(view)), _Slot)
+        names = _entries(skeleton)
+        values = []
+        for p in members:  # self.state changes only after a step (see `_installed`)
+            state = self.state.get(p) or _entries(stepper.init(p.reshape(view)))
+            missing = sorted(set(names) - set(state))
+            if missing:
+                msg = (f"{type(self).__name__}: the state of a parameter of shape "
+                       f"{tuple(p.shape)} lacks {missing} (has {sorted(state)}); was it "
+                       f"saved by another optimizer or with other options?")
+                raise ValueError(msg)
+            values.append(state)
+        return _map_entries(skeleton, lambda name, _: _stack_entry([v[name] for v in values]))
+
+    def _installed(self, held):
+        """``held`` with each parameter's state entries set to views of the stacks."""
+        entries = [{} for _ in held.params]
+        for (_, keys), state in zip(held.groups, held.states, strict=True):
+            for name, value in _entries(state).items():
+                for i, part in zip(keys, _parts(value, len(keys)), strict=True):
+                    self.state[held.params[i]][name] = entries[i][name] = part
+        return held._replace(entries=tuple(entries))
 
     def _scale(self, view, group):  # numpydoc ignore=PR01,RT01
         """Multiplier of the learning rate for a direction of shape ``view``."""
         return 1.0
 
-    def _updated(self, p, direction, alpha, group):  # numpydoc ignore=PR01,RT01
-        """``p`` decayed (decoupled), plus ``alpha * direction``."""
-        return _decayed(p, direction, group).add_(direction, alpha=alpha)
+    def _apply(self, members, directions, scale, skip, group):
+        """``p <- p (1 - lr wd) - lr scale u`` in place, as torch.optim rounds it.
+
+        Under "skip" (``skip`` is the 0-d finite flag) the decay factor is 1 and the
+        directions are 0 for a non-finite step, selected on the device.
+        """
+        lr = float(group["lr"])
+        if self._decay_in_direction:  # p + (-lr) u, two roundings as the functional step
+            torch._foreach_add_(members, torch._foreach_mul(directions, -lr * scale))
+            return
+        factor = 1.0 - lr * group["weight_decay"]
+        if group.get("cautious_weight_decay", False) and factor != 1.0:
+            for p, u in zip(members, directions, strict=True):
+                decayed = torch.where(u * p > 0, p * factor, p)
+                p.copy_(decayed if skip is None else torch.where(skip, decayed, p))
+        elif factor != 1.0:
+            keep = factor if skip is None else torch.where(skip, _scalar(factor, members[0]), 1.0)
+            torch._foreach_mul_(members, keep)
+        torch._foreach_add_(members, directions, alpha=-lr * scale)
+
+
+def _scalar(value, like):
+    """``value`` as a 0-d tensor of ``like``'s dtype and device (rounded once, as a scalar)."""
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
 
 
 def _view(p, group):
@@ -255,23 +298,8 @@ def _view(p, group):
     return matrix_shape(p.shape, group.get("reshape", "batch"))
 
 
-def _write(old, new, keep):
-    """Store ``new`` over ``old`` (tensors in place); ``keep`` false keeps ``old``."""
-    if not isinstance(old, torch.Tensor):
-        return new if keep is None or bool(keep) else old  # Python numbers: a host sync
-    return old.copy_(new if keep is None else torch.where(keep, new, old))
-
-
-def _decayed(p, direction, group):
-    """``p * (1 - lr * wd)`` as torch.optim does it (cautious: only where signs agree)."""
-    factor = 1.0 - float(group["lr"]) * group["weight_decay"]
-    if not group.get("cautious_weight_decay", False) or factor == 1.0:
-        return p.mul(factor)
-    return torch.where(direction * p > 0, p.mul(factor), p)
-
-
-def _stack(values):
-    """One batch of per-parameter values: tensors stacked, Python numbers shared."""
+def _stack_entry(values):
+    """One stack's entry from its members': tensors stacked, Python numbers shared."""
     if len(values) == 1:
         return values[0]
     if isinstance(values[0], torch.Tensor):
@@ -282,9 +310,11 @@ def _stack(values):
     return values[0]
 
 
-def _part(value, i, count):
-    """Member ``i`` of a batch of ``count`` (see `_stack`)."""
-    return value[i] if count > 1 and isinstance(value, torch.Tensor) else value
+def _parts(value, count):
+    """The members' views of a stacked entry (see `_stack_entry`)."""
+    if count > 1 and isinstance(value, torch.Tensor):
+        return list(value.unbind(0))
+    return [value] * count
 
 
 def _check_common(lr, weight_decay, nonfinite):
@@ -360,7 +390,7 @@ class Muon(_StepperOptimizer):
         self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
         ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None,
         *, ns_dtype=torch.bfloat16, reshape="flatten", cautious_weight_decay=False,
-        nonfinite="skip",
+        nonfinite="skip", match=None,
     ):
         _check_common(lr, weight_decay, nonfinite)
         if not 0.0 <= momentum:
@@ -374,7 +404,7 @@ class Muon(_StepperOptimizer):
                     "nesterov": nesterov, "ns_coefficients": ns_coefficients, "eps": eps,
                     "ns_steps": ns_steps, "adjust_lr_fn": adjust_lr_fn, "ns_dtype": ns_dtype,
                     "reshape": reshape, "cautious_weight_decay": cautious_weight_decay,
-                    "nonfinite": nonfinite}
+                    "nonfinite": nonfinite, "match": match}
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -387,7 +417,7 @@ class Muon(_StepperOptimizer):
         return chain(
             trace(group["momentum"], nesterov=group["nesterov"], ema=True),
             orthogonalize(schedule=group["ns_coefficients"], steps=group["ns_steps"],
-                          eps=group["eps"], dtype=group["ns_dtype"]),
+                          eps=group["eps"], dtype=group["ns_dtype"], match=group["match"]),
         )
 
     def _scale(self, view, group):
@@ -567,7 +597,7 @@ class _KronOptimizer(_StepperOptimizer):
     argument with the same default.
     """
 
-    _host_skip = True  # the steppers read the step count on the host; roots reject NaN
+    _decay_in_direction = True
     factory = None  # matsign.optim.shampoo or .soap
     direction = None  # the stepper behind it, whose keyword arguments are the options
 
@@ -598,9 +628,6 @@ class _KronOptimizer(_StepperOptimizer):
     def _stepper(self, group):
         options = {name: group[name] for name in self._options()}
         return type(self).factory(-1.0, weight_decay=group["weight_decay"], **options)
-
-    def _updated(self, p, direction, alpha, group):
-        return p + alpha * direction  # the decay is in the direction; rounds as the oracle
 
 
 def _mirror_signature(cls):

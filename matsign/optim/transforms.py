@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from .. import _checks, _iterations, _xp
-from ..polar import msign
+from .. import _xp
+from ..polar import MATCHES, msign, newton_schulz
 from ..polynomials import Schedule, preset
 from ._base import Stepper, stateless
 
@@ -266,7 +266,7 @@ def cautious(inner):
         kept = xp.where(agree, direction, xp.zeros_like(direction))
         return kept * (size / (count + 1.0)), state
 
-    return Stepper(inner.init, update)
+    return inner._replace(update=update)
 
 
 def add_decayed_weights(weight_decay, *, cautious=False):
@@ -439,7 +439,10 @@ def scale_by_shape(mode="jordan"):
     return stateless(lambda grad, param: shape_scale(grad.shape, mode) * grad)
 
 
-def orthogonalize(*, schedule="jordan", steps=None, eps=1e-7, dtype=None, method="newton_schulz"):
+def orthogonalize(
+    *, schedule="jordan", steps=None, eps=1e-7, dtype=None, method="newton_schulz", gram=None,
+    match=None,
+):
     """Replace each matrix by (an approximation of) its matrix sign ``U V^T``.
 
     Parameters
@@ -456,6 +459,12 @@ def orthogonalize(*, schedule="jordan", steps=None, eps=1e-7, dtype=None, method
         the result has the input's dtype.
     method : {"newton_schulz", "svd"}, default "newton_schulz"
         ``"svd"`` computes the exact ``U_r V_r^T`` by `matsign.msign`.
+    gram : bool, optional
+        Gram-space iteration for wide or tall matrices; chosen by aspect when None
+        (see `matsign.newton_schulz`).
+    match : {None, "torch.optim.Muon"}, optional
+        Round exactly as torch.optim.Muon (see `matsign.newton_schulz`): with
+        ``dtype=torch.bfloat16`` and Jordan's coefficients, bit for bit its update.
 
     Returns
     -------
@@ -464,10 +473,9 @@ def orthogonalize(*, schedule="jordan", steps=None, eps=1e-7, dtype=None, method
 
     Notes
     -----
-    The iteration is the one of Jordan et al. and torch.optim.Muon, operation for
-    operation: ``X = G / max(||G||_F * normalizer, eps)`` on the wide side, then per step
-    ``A = X X^T``, ``B = c1 A + c2 A^2 + ...`` and ``X = c0 X + B X`` with fused
-    multiply-adds, so that in bfloat16 it rounds exactly as torch.optim.Muon does.
+    This is `matsign.newton_schulz` (``method="newton_schulz"``) or `matsign.msign`
+    (``"svd"``), the routines users call, on the stack the optimizer holds: same
+    kernels (Gram space, symmetric products), schedules and compute dtype.
 
     Examples
     --------
@@ -482,13 +490,16 @@ def orthogonalize(*, schedule="jordan", steps=None, eps=1e-7, dtype=None, method
         msg = f"method must be 'newton_schulz' or 'svd'; got {method!r}"
         raise ValueError(msg)
     schedule = _as_schedule(schedule)
-    polynomials = schedule.polynomials(steps)
+    options = {"steps": steps, "eps": eps, "gram": gram, "dtype": dtype, "match": match}
+    schedule.polynomials(steps)  # a bad step count fails here, not at step 1
+    if match not in MATCHES:
+        msg = f"match must be one of {MATCHES}; got {match!r}"
+        raise ValueError(msg)
 
     def direction(grad, param):
         if method == "svd":
             return msign(grad, method="svd", dtype=dtype)
-        return _newton_schulz(grad, polynomials, eps=eps, normalizer=schedule.normalizer,
-                              dtype=dtype)
+        return newton_schulz(grad, schedule, **options)
 
     return stateless(direction)
 
@@ -501,21 +512,3 @@ def _as_schedule(schedule):
         return preset(schedule)
     coefficients = tuple(float(c) for c in schedule)
     return Schedule("custom", (coefficients,), tail="repeat", default_steps=5)
-
-
-def _newton_schulz(G, polynomials, *, eps, normalizer, dtype):
-    """Normalise (norm clamped at ``eps``) and iterate on the wide side in ``dtype``.
-
-    The steps are `matsign.polar`'s standard loop, whose torch path is torch.optim.Muon's
-    ``c0 X + B X`` association (one addmm per product).
-    """
-    xp = _xp.namespace(G)
-    G = _checks.as_float_matrix(G, "orthogonalize", xp=xp)
-    wide = G.shape[-2] <= G.shape[-1]
-    X = xp.astype(G, _xp.compute_dtype(dtype, G.dtype, xp))
-    X = X if wide else xp.matrix_transpose(X)
-    norm = xp.linalg.vector_norm(X, axis=(-2, -1), keepdims=True)
-    norm = norm if normalizer == 1.0 else norm * normalizer
-    X = _iterations.standard(X / xp.clip(norm, min=eps), polynomials, xp=xp)
-    X = X if wide else xp.matrix_transpose(X)
-    return _xp.astype(X, G.dtype, xp=xp)
