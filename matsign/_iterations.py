@@ -53,7 +53,7 @@ def standard(X, polynomials, *, xp, symmetric=True):
             continue
         A = _xp.gram(X, xp=xp, symmetric=symmetric)
         B = gram_polynomial(A, coefficients, xp=xp, constant=False, symmetric=symmetric)
-        X = _xp.add_constant_then_matmul(B, X, coefficients[0], xp=xp)
+        X = _xp.add_constant_then_matmul(B, X, coefficients[0], xp=xp, symmetric=symmetric)
     return X
 
 
@@ -67,8 +67,9 @@ def gram_space(X, polynomials, *, restarts=None, xp, symmetric=True):
     otherwise turns the singular vectors as the steps go on; with the two restarts the
     output is as close to ``U V^T`` as the standard iteration's (measured at 512 x 2048
     and 1024 x 4096; a restart before the last step alone leaves 2-4 times more).
-    All of ``R``, ``B`` and ``Q`` are polynomials of the first ``R``, so every product
-    but ``B R`` and ``Q X`` is a symmetric one (`matsign._xp.symmetric_product`)
+    All of ``R``, ``B`` and ``Q`` are polynomials of the first ``R``, so the products
+    ``B Q`` and ``(B R) B`` are symmetric ones (`matsign._xp.symmetric_product`) and
+    ``B R``, ``Q X`` multiply by a symmetric left factor (`matsign._xp.symmetric_matmul`),
     unless ``symmetric=False``.
     """
     polynomials = list(polynomials)
@@ -78,13 +79,14 @@ def gram_space(X, polynomials, *, restarts=None, xp, symmetric=True):
     Q = None
     for k, coefficients in enumerate(polynomials):
         if k in restarts and Q is not None:
-            X, Q = Q @ X, None
+            X, Q = _xp.symmetric_matmul(Q, X, xp=xp, symmetric=symmetric), None
             R = _xp.gram(X, xp=xp, symmetric=symmetric)
         B = gram_polynomial(R, coefficients, xp=xp, symmetric=symmetric)
         Q = B if Q is None else _xp.symmetric_product(B, Q, xp=xp, symmetric=symmetric)
         if k + 1 < len(polynomials) and k + 1 not in restarts:
-            R = _xp.symmetric_product(B @ R, B, xp=xp, symmetric=symmetric)
-    return X if Q is None else Q @ X
+            BR = _xp.symmetric_matmul(B, R, xp=xp, symmetric=symmetric)
+            R = _xp.symmetric_product(BR, B, xp=xp, symmetric=symmetric)
+    return X if Q is None else _xp.symmetric_matmul(Q, X, xp=xp, symmetric=symmetric)
 
 
 def until_orthogonal(X, polynomials, *, tol, max_steps, xp, symmetric=True):
@@ -109,7 +111,8 @@ def until_orthogonal(X, polynomials, *, tol, max_steps, xp, symmetric=True):
         delta = _gram_defect(A, xp=xp)
         if delta <= tol or coefficients is None:
             break
-        X = gram_polynomial(A, coefficients, xp=xp, symmetric=symmetric) @ X
+        B = gram_polynomial(A, coefficients, xp=xp, symmetric=symmetric)
+        X = _xp.symmetric_matmul(B, X, xp=xp, symmetric=symmetric)
         if _error_after(coefficients, delta) <= tol:
             return X
     if delta <= tol:
