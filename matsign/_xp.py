@@ -8,6 +8,8 @@ twin beside it.
 
 from __future__ import annotations
 
+import functools
+
 import array_api_compat
 
 # torch on CPU, 2 threads, AMD EPYC (AVX2): the blocked products below beat one GEMM from
@@ -249,45 +251,52 @@ def _blocked(x, xp):
 
 def _torch_symmetric_product(p, q, c, *, alpha, beta):
     """``beta * c + alpha * (p @ q^T)`` (symmetric) from its upper block triangle."""
-    m = p.shape[-2]
-    out = p.new_empty((*p.shape[:-2], m, m))
-    _fill_symmetric(out, p, q, c, alpha=alpha, beta=beta)
-    return out
-
-
-def _fill_symmetric(out, p, q, c, *, alpha, beta):
-    """Write ``beta * c + alpha * (p @ q^T)`` into ``out``, halving the rows recursively."""
     import torch
 
     m = p.shape[-2]
+    out = p.new_empty((*p.shape[:-2], m, m))
+    _fill_upper_blocks(out, p, q, c, alpha=alpha, beta=beta)
+    # one elementwise pass: each op is a thread barrier, costly on shared cores
+    return torch.where(_upper_mask(m, p.device), out, out.mT)
+
+
+@functools.lru_cache(maxsize=8)
+def _upper_mask(m, device):
+    import torch
+
+    return torch.ones((m, m), dtype=torch.bool, device=device).triu_()
+
+
+def _fill_upper_blocks(out, p, q, c, *, alpha, beta):
+    """Write the upper block triangle of ``beta * c + alpha * (p @ q^T)`` into ``out``."""
+    m = p.shape[-2]
     if m <= SYMMETRIC_LEAF:
-        leaf = _torch_product_add(p, q, c, alpha=alpha, beta=beta)
-        upper = torch.ones((m, m), dtype=torch.bool, device=p.device).triu()
-        out.copy_(torch.where(upper, leaf, leaf.mT))  # GEMM may round (i, j), (j, i) apart
+        _torch_product_add(p, q, c, alpha=alpha, beta=beta, out=out)
         return
     h = -(-m // 32) * 16  # half the rows, rounded up to a multiple of 16 (SIMD-aligned)
     top, bottom = slice(0, h), slice(h, m)
     for rows in (top, bottom):
-        _fill_symmetric(out[..., rows, rows], p[..., rows, :], q[..., rows, :],
-                        _block(c, rows, rows), alpha=alpha, beta=beta)
-    corner = _torch_product_add(p[..., top, :], q[..., bottom, :], _block(c, top, bottom),
-                                alpha=alpha, beta=beta)
-    out[..., top, bottom] = corner
-    out[..., bottom, top] = corner.mT
+        _fill_upper_blocks(out[..., rows, rows], p[..., rows, :], q[..., rows, :],
+                           _block(c, rows, rows), alpha=alpha, beta=beta)
+    _torch_product_add(p[..., top, :], q[..., bottom, :], _block(c, top, bottom),
+                       alpha=alpha, beta=beta, out=out[..., top, bottom])
 
 
 def _block(c, rows, cols):
     return None if c is None else c[..., rows, cols]
 
 
-def _torch_product_add(p, q, c, *, alpha, beta):
-    """``beta * c + alpha * (p @ q^T)``; plain ``p @ q^T`` without ``c``."""
-    if c is None:
-        return p @ q.mT
+def _torch_product_add(p, q, c, *, alpha, beta, out):
+    """``beta * c + alpha * (p @ q^T)`` into ``out`` (a view); plain ``p @ q^T`` without ``c``."""
     import torch
 
-    fused = torch.addmm if p.ndim == 2 else _torch_baddbmm
-    return fused(c, p, q.mT, beta=beta, alpha=alpha)
+    if c is None:
+        torch.matmul(p, q.mT, out=out)
+    elif p.ndim <= 3:
+        fused = torch.addmm if p.ndim == 2 else torch.baddbmm
+        fused(c, p, q.mT, beta=beta, alpha=alpha, out=out)
+    else:
+        out.copy_(_torch_baddbmm(c, p, q.mT, beta=beta, alpha=alpha))
 
 
 def _torch_baddbmm(c, a, b, *, beta, alpha):
