@@ -21,7 +21,9 @@ from ._typing import Array, DType, Namespace
 from .polar import msign
 from .polynomials import Schedule
 
-__all__ = ["NORMS", "ORIENTATIONS", "dual_norm", "dualize", "norm", "spectral_norm"]
+__all__ = [
+    "NORMS", "ORIENTATIONS", "dual_norm", "dualize", "norm", "rms_to_rms_scale", "spectral_norm",
+]
 
 NORMS = ("spectral", "rms_to_rms", "frobenius", "linf", "l1_to_rms", "conv")
 """The norms that ``norm=`` chooses from, see `dualize`."""
@@ -128,7 +130,7 @@ def dualize(
     options = {"method": method, "schedule": schedule, "steps": steps, "dtype": dtype}
     if norm in ("spectral", "rms_to_rms"):
         Q = msign(G, xp=xp, **options)
-        return Q if norm == "spectral" else Q * _rms_scale(G.shape, orientation)
+        return Q if norm == "spectral" else Q * rms_to_rms_scale(G.shape, orientation=orientation)
     if norm == "frobenius":
         return G / _xp.safe_divisor(_xp.frobenius_norm(G, xp=xp), xp=xp)
     if norm == "linf":
@@ -159,8 +161,28 @@ def _fans(shape, orientation):
     return (rows, cols) if orientation == "out_in" else (cols, rows)
 
 
-def _rms_scale(shape, orientation):
-    """``sqrt(fan_out / fan_in)``: the RMS->RMS norm of a unit-spectral-norm matrix, inverted."""
+def rms_to_rms_scale(shape: tuple, /, *, orientation: str = "out_in") -> float:
+    """``sqrt(fan_out / fan_in)``: the RMS->RMS dual of ``msign(G)`` is this times it.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(..., rows, cols)`` of the matrix.
+    orientation : {"out_in", "in_out"}, default "out_in"
+        Which of rows and columns is the fan-out (see `dualize`).
+
+    Returns
+    -------
+    float
+        The factor between the spectral and the RMS->RMS duality maps; Muon's
+        ``update_scale="spectral"``.
+
+    Examples
+    --------
+    >>> from matsign.duality import rms_to_rms_scale
+    >>> rms_to_rms_scale((1024, 256)), rms_to_rms_scale((1024, 256), orientation="in_out")
+    (2.0, 0.5)
+    """
     fan_out, fan_in = _fans(shape, orientation)
     return math.sqrt(fan_out / fan_in)
 
@@ -203,7 +225,7 @@ def _dualize_conv(G, orientation, kernel_ndim, options, xp):
     """Per tap ``sqrt(fan_out / fan_in) msign(G_t) / T`` (Bernstein & Newhouse, Conv2D)."""
     taps, back, T = _taps_first(G, kernel_ndim, xp)
     Q = msign(taps, xp=xp, **options)
-    return back(Q * (_rms_scale(taps.shape, orientation) / T))
+    return back(Q * (rms_to_rms_scale(taps.shape, orientation=orientation) / T))
 
 
 @_checks.renamed_keywords(**_0_1_SPELLINGS, kind="norm")
@@ -325,7 +347,7 @@ def _operator_measure(G, norm, orientation, xp, *, dual):
     value = xp.sum(S, axis=-1) if dual else xp.max(S, axis=-1)
     if norm == "spectral":
         return value
-    scale = _rms_scale(G.shape, orientation)
+    scale = rms_to_rms_scale(G.shape, orientation=orientation)
     return value * scale if dual else value / scale
 
 

@@ -107,8 +107,8 @@ def test_muon_default_is_as_close_to_the_polar_factor_as_torch(shape):
     """
     theirs = _first_update_distance(torch.optim.Muon, shape)
     assert _first_update_distance(Muon, shape, ns_dtype=None) <= theirs * 1.01
-    if min(shape) >= 48:
-        assert _first_update_distance(Muon, shape, ns_dtype=torch.bfloat16) <= theirs
+    if min(shape) >= 48:  # 2**-8: a bfloat16 rounding's worth
+        assert _first_update_distance(Muon, shape, ns_dtype=torch.bfloat16) <= theirs * (1 + 2**-8)
 
 
 def test_muon_stacks_same_shape_state_persistently():

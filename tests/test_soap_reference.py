@@ -328,6 +328,13 @@ def test_soap_defaults_are_the_reference_defaults():
     assert s.init(np.zeros((64, 3, 3))).factors.layout.modes == (64, 3, 3)
 
 
-def test_soap_rejects_a_refresh_period_below_one():
-    with pytest.raises(ValueError, match="every must be at least 1; got 0"):
-        optim.scale_by_soap(every=0)
+@pytest.mark.parametrize("stepper", [optim.scale_by_soap, optim.scale_by_shampoo])
+def test_kron_steppers_check_their_own_options(stepper):
+    """The steppers own their option checks (the torch adapters only build them)."""
+    name = stepper.__name__
+    with pytest.raises(ValueError, match=f"{name}: every must be an int >= 1; got 0"):
+        stepper(every=0)
+    with pytest.raises(ValueError, match=rf"{name}: b2 must be in \[0.0, 1.0\); got 1.0"):
+        stepper(b2=1.0)
+    with pytest.raises(ValueError, match=f"{name}: eps must be >= 0.0; got -1"):
+        stepper(eps=-1)

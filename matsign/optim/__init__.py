@@ -16,8 +16,13 @@ from ._base import (
     Stepper,
     apply_updates,
     chain,
+    every_matrix,
+    group_keys,
     matrix_shape,
     multi,
+    stack,
+    step_stacks,
+    unstack,
 )
 from .alias import adamw, lion
 from .muon import muon, route
@@ -57,6 +62,8 @@ __all__ = [
     "apply_updates",
     "cautious",
     "chain",
+    "every_matrix",
+    "group_keys",
     "lion",
     "matrix_shape",
     "multi",
@@ -73,5 +80,8 @@ __all__ = [
     "shampoo",
     "shape_scale",
     "soap",
+    "stack",
+    "step_stacks",
     "trace",
+    "unstack",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "Stepper",
     "apply_updates",
     "chain",
+    "every_matrix",
     "group_keys",
     "matrix_shape",
     "multi",
@@ -413,6 +414,32 @@ def step_stacks(steppers, grads, states, params=None, *, nonfinite, where, xp):
         directions.append(U)
         new_states.append(new)
     return directions, tuple(new_states), finite
+
+
+def every_matrix(fn, stacked):
+    """The single-process work assignment: ``fn`` of every matrix here, in one call.
+
+    Parameters
+    ----------
+    fn : callable
+        A batched matrix function (``fn(stack)`` acts on each matrix of the stack).
+    stacked : array of shape (k, ..., m, n) or (m, n)
+        The stack the engine holds.
+
+    Returns
+    -------
+    array
+        ``fn(stacked)``.
+
+    Notes
+    -----
+    This is the engine's distribution seam: the matrix work of a step (orthogonalising,
+    in `matsign.optim.orthogonalize`) goes through a ``work(fn, stacked)`` callable.
+    A distributed adapter passes one that computes ``fn`` on this process's share of
+    the matrices and gathers the others' results; everything else in a step is
+    element-wise and runs where the data is.
+    """
+    return fn(stacked)
 
 
 def multi(steppers, labels=None, *, reshape="flatten", nonfinite="skip"):

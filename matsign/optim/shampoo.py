@@ -7,9 +7,68 @@ from typing import Any, NamedTuple
 
 from .. import _xp, kron
 from ._base import Stepper, chain
-from .transforms import _lerp, _zeros_count, add_decayed_weights, scale_by_learning_rate
+from .transforms import add_decayed_weights, moments, scale_by_learning_rate, zeros_count
 
 __all__ = ["SOAPState", "ShampooState", "scale_by_shampoo", "scale_by_soap", "shampoo", "soap"]
+
+
+def _check_range(owner, name, value, low, high=None):
+    """``low <= value`` (and ``value < high``), else a ValueError naming ``value``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"{owner}: {name} must be a real number; got {value!r}"
+        raise ValueError(msg)
+    if not low <= value or (high is not None and not value < high):
+        bounds = f"in [{low}, {high})" if high is not None else f">= {low}"
+        msg = f"{owner}: {name} must be {bounds}; got {value}"
+        raise ValueError(msg)
+
+
+def _check_count(owner, name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"{owner}: {name} must be an int >= 1; got {value!r}"
+        raise ValueError(msg)
+
+
+def _check_choice(owner, name, value, choices):
+    if value not in choices:
+        msg = f"{owner}: {name} must be one of {choices}; got {value!r}"
+        raise ValueError(msg)
+
+
+def _optional(check):
+    return lambda owner, name, value: None if value is None else check(owner, name, value)
+
+
+def _fraction(owner, name, value):
+    _check_range(owner, name, value, 0.0, 1.0)
+
+
+def _nonnegative(owner, name, value):
+    _check_range(owner, name, value, 0.0)
+
+
+def _flag(owner, name, value):
+    _check_choice(owner, name, value, (False, True))
+
+
+# The options of scale_by_shampoo and scale_by_soap, checked by them.
+OPTION_CHECKS = {
+    "b1": _fraction, "b2": _fraction, "beta": _optional(_fraction), "eps": _nonnegative,
+    "every": _check_count, "start": _check_count, "max_dim": _optional(_check_count),
+    "max_precond_dim": _optional(_check_count), "root_eps": _nonnegative,
+    "rank_rtol": _optional(_nonnegative),
+    "root_eps_mode": lambda o, n, v: _check_choice(o, n, v, ("relative", "absolute")),
+    "root_method": lambda o, n, v: _check_choice(o, n, v, ("auto", "eigh", "newton")),
+    "graft": _flag, "merge_small": _flag, "precondition_1d": _flag, "normalize": _flag,
+}
+
+
+def _check_options(owner, options):
+    """Each option in `OPTION_CHECKS`, by its rule; the error names ``owner`` and the value."""
+    for key, value in options.items():
+        check = OPTION_CHECKS.get(key)
+        if check is not None:
+            check(owner, key, value)
 
 
 class ShampooState(NamedTuple):
@@ -42,8 +101,7 @@ def _host_step(step):
 
 def _adam(grad, step, m, v, b1, b2, eps, xp):
     """Adam's moments and bias-corrected direction, ``step`` counted from 1."""
-    m = _lerp(m, grad, 1.0 - b1)
-    v = b2 * v + (1.0 - b2) * (grad * grad)
+    m, v = moments(m, v, grad, b1, b2)
     m_hat = m / (1.0 - b1**step)
     return m, v, m_hat, m_hat / (xp.sqrt(v / (1.0 - b2**step)) + eps)
 
@@ -103,6 +161,7 @@ def scale_by_shampoo(
     >>> bool(np.allclose(d, msign(G)))
     True
     """
+    _check_options("scale_by_shampoo", locals())  # the keyword arguments, before any other name
     root_options = {"eps": root_eps, "eps_mode": root_eps_mode, "rank_rtol": rank_rtol,
                     "method": root_method}
 
@@ -112,7 +171,7 @@ def scale_by_shampoo(
         zeros = kron.Preconditioners(
             tuple(None if F is None else xp.zeros_like(F) for F in factors.factors),
             factors.layout)
-        return ShampooState(_zeros_count(param), factors, zeros, xp.zeros_like(param),
+        return ShampooState(zeros_count(param), factors, zeros, xp.zeros_like(param),
                             xp.zeros_like(param))
 
     def update(grad, state, param):
@@ -187,7 +246,7 @@ def scale_by_soap(*, b1=0.95, b2=0.95, eps=1e-8, beta=None, every=10, max_dim=No
     Raises
     ------
     ValueError
-        For ``every`` below 1.
+        For an option out of its range (named with its value).
 
     Notes
     -----
@@ -224,9 +283,7 @@ def scale_by_soap(*, b1=0.95, b2=0.95, eps=1e-8, beta=None, every=10, max_dim=No
     >>> bool(np.allclose(d @ d.T, np.eye(2), atol=1e-6))
     True
     """
-    if every < 1:
-        msg = f"scale_by_soap: every must be at least 1; got {every}"
-        raise ValueError(msg)
+    _check_options("scale_by_soap", locals())  # the keyword arguments, before any other name
     factor_beta = b2 if beta is None else beta
 
     def init(param):
@@ -237,7 +294,7 @@ def scale_by_soap(*, b1=0.95, b2=0.95, eps=1e-8, beta=None, every=10, max_dim=No
             factors = _unrotated(factors)
         bases = kron.eigenbases(factors)
         rotated = kron.project(param, bases)
-        return SOAPState(_zeros_count(param), factors, bases, xp.zeros_like(param),
+        return SOAPState(zeros_count(param), factors, bases, xp.zeros_like(param),
                          xp.zeros_like(rotated))
 
     def update(grad, state, param):
@@ -251,8 +308,7 @@ def scale_by_soap(*, b1=0.95, b2=0.95, eps=1e-8, beta=None, every=10, max_dim=No
             return xp.zeros_like(grad), new
         bases, s = state.bases, t - 1  # Adam steps taken so far, this one included
         rotated = kron.project(grad, bases, xp=xp)
-        m = _lerp(state.exp_avg, grad, 1.0 - b1)
-        v = b2 * state.exp_avg_sq + (1.0 - b2) * (rotated * rotated)
+        m, v = moments(state.exp_avg, state.exp_avg_sq, grad, b1, b2, squared=rotated)
         adam = kron.project(m, bases, xp=xp) / (xp.sqrt(v) + eps)
         direction = kron.unproject(adam, bases, xp=xp)
         if normalize:

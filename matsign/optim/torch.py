@@ -535,57 +535,6 @@ class Lion(_StepperOptimizer):
 
 
 
-def _check_range(owner, name, value, low, high=None):
-    """``low <= value`` (and ``value < high``), else a ValueError naming ``value``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{owner}: {name} must be a real number; got {value!r}"
-        raise ValueError(msg)
-    if not low <= value or (high is not None and not value < high):
-        bounds = f"in [{low}, {high})" if high is not None else f">= {low}"
-        msg = f"{owner}: {name} must be {bounds}; got {value}"
-        raise ValueError(msg)
-
-
-def _check_count(owner, name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"{owner}: {name} must be an int >= 1; got {value!r}"
-        raise ValueError(msg)
-
-
-def _check_choice(owner, name, value, choices):
-    if value not in choices:
-        msg = f"{owner}: {name} must be one of {choices}; got {value!r}"
-        raise ValueError(msg)
-
-
-def _optional(check):
-    return lambda owner, name, value: None if value is None else check(owner, name, value)
-
-
-def _fraction(owner, name, value):
-    _check_range(owner, name, value, 0.0, 1.0)
-
-
-def _nonnegative(owner, name, value):
-    _check_range(owner, name, value, 0.0)
-
-
-def _flag(owner, name, value):
-    _check_choice(owner, name, value, (False, True))
-
-
-# Checks of the options Shampoo and SOAP pass to their steppers, where a stepper has them.
-_OPTION_CHECKS = {
-    "b1": _fraction, "b2": _fraction, "beta": _optional(_fraction), "eps": _nonnegative,
-    "every": _check_count, "start": _check_count, "max_dim": _optional(_check_count),
-    "max_precond_dim": _optional(_check_count), "root_eps": _nonnegative,
-    "rank_rtol": _optional(_nonnegative),
-    "root_eps_mode": lambda o, n, v: _check_choice(o, n, v, ("relative", "absolute")),
-    "root_method": lambda o, n, v: _check_choice(o, n, v, ("auto", "eigh", "newton")),
-    "graft": _flag, "merge_small": _flag, "precondition_1d": _flag, "normalize": _flag,
-}
-
-
 class _KronOptimizer(_StepperOptimizer):
     """Shampoo and SOAP: the functional optimizer, applied per parameter of any order.
 
@@ -611,13 +560,11 @@ class _KronOptimizer(_StepperOptimizer):
                    f"{self.direction.__name__} takes {list(known)}")
             raise ValueError(msg)
         options = {**known, **options}
-        for key, value in options.items():
-            _OPTION_CHECKS.get(key, lambda *args: None)(name, key, value)
         defaults = {"lr": lr, "weight_decay": weight_decay, **options,
                     "maximize": maximize, "nonfinite": nonfinite}
         super().__init__(params, defaults)
         for group in self.param_groups:
-            self._stepper(group)  # the stepper's own checks, now rather than at step 1
+            self._stepper(group)  # the stepper checks its options: now, not at step 1
 
     @classmethod
     def _options(cls):

@@ -11,9 +11,10 @@ import math
 from typing import Any, NamedTuple
 
 from .. import _xp
+from ..duality import rms_to_rms_scale
 from ..polar import MATCHES, msign, newton_schulz
 from ..polynomials import Schedule, preset
-from ._base import Stepper, stateless
+from ._base import Stepper, every_matrix, stateless
 
 __all__ = [
     "AMSGradState",
@@ -70,14 +71,14 @@ class CountState(NamedTuple):
     step: Any
 
 
-def _zeros_count(param):
+def zeros_count(param):
     """A 0-d step counter on ``param``'s device, float32 or wider (exact to 2**24 steps)."""
     xp = _xp.namespace(param)
     dtype = _xp.decomposition_dtype(_xp.result_dtype(param, xp), xp)
     return xp.zeros((), dtype=dtype, device=_xp.device(param))
 
 
-def _lerp(start, end, weight):
+def lerp(start, end, weight):
     """``start + weight * (end - start)`` in the rounding order of ``torch.lerp``."""
     if hasattr(start, "lerp") and hasattr(end, "lerp"):
         # torch's fused kernel, so that momentum matches torch.optim bit for bit
@@ -85,6 +86,30 @@ def _lerp(start, end, weight):
     if weight < 0.5:
         return start + weight * (end - start)
     return end - (end - start) * (1.0 - weight)
+
+
+def moments(m, v, grad, b1, b2, *, squared=None):
+    """Adam's moment estimates after one more gradient: ``lerp(m, g, 1 - b1)`` and ``v``.
+
+    Parameters
+    ----------
+    m, v : array
+        First and second moments so far.
+    grad : array
+        The gradient.
+    b1, b2 : float
+        Decay rates.
+    squared : array, optional
+        What enters ``v`` squared, if not ``grad`` (SOAP: the rotated gradient).
+
+    Returns
+    -------
+    m, v : array
+        ``m + (1 - b1) (g - m)`` (torch's ``lerp`` rounding) and
+        ``b2 v + (1 - b2) x^2`` with ``x`` = ``squared`` or ``grad``.
+    """
+    x = grad if squared is None else squared
+    return lerp(m, grad, 1.0 - b1), b2 * v + (1.0 - b2) * (x * x)
 
 
 def trace(momentum, *, nesterov=False, ema=False):
@@ -124,10 +149,10 @@ def trace(momentum, *, nesterov=False, ema=False):
 
     def update(grad, state, param):
         buf = state.momentum_buffer
-        buf = _lerp(buf, grad, 1.0 - mu) if ema else mu * buf + grad
+        buf = lerp(buf, grad, 1.0 - mu) if ema else mu * buf + grad
         if not nesterov:
             return buf, TraceState(buf)
-        look = _lerp(grad, buf, mu) if ema else grad + mu * buf
+        look = lerp(grad, buf, mu) if ema else grad + mu * buf
         return look, TraceState(buf)
 
     return Stepper(init, update)
@@ -167,14 +192,13 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, *, amsgrad=False):
 
     def init(param):
         xp = _xp.namespace(param)
-        moments = (_zeros_count(param), xp.zeros_like(param), xp.zeros_like(param))
+        moments = (zeros_count(param), xp.zeros_like(param), xp.zeros_like(param))
         return AMSGradState(*moments, xp.zeros_like(param)) if amsgrad else AdamState(*moments)
 
     def update(grad, state, param):
         xp = _xp.namespace(grad)
         step = state.step + 1.0
-        m = _lerp(state.exp_avg, grad, 1.0 - b1)
-        v = b2 * state.exp_avg_sq + (1.0 - b2) * (grad * grad)
+        m, v = moments(state.exp_avg, state.exp_avg_sq, grad, b1, b2)
         v_max = xp.maximum(state.max_exp_avg_sq, v) if amsgrad else v
         correction1 = 1.0 - xp.pow(xp.full_like(step, b1), step)
         correction2 = xp.sqrt(1.0 - xp.pow(xp.full_like(step, b2), step))
@@ -219,8 +243,8 @@ def scale_by_lion(b1=0.9, b2=0.99):
 
     def update(grad, state, param):
         xp = _xp.namespace(grad)
-        direction = xp.sign(_lerp(state.exp_avg, grad, 1.0 - b1))
-        return direction, LionState(_lerp(state.exp_avg, grad, 1.0 - b2))
+        direction = xp.sign(lerp(state.exp_avg, grad, 1.0 - b1))
+        return direction, LionState(lerp(state.exp_avg, grad, 1.0 - b2))
 
     return Stepper(init, update)
 
@@ -365,7 +389,7 @@ def scale_by_learning_rate(learning_rate):
         return scale(-float(learning_rate))
 
     def init(param):
-        return CountState(_zeros_count(param))
+        return CountState(zeros_count(param))
 
     def update(grad, state, param):
         xp = _xp.namespace(grad)
@@ -408,7 +432,7 @@ def shape_scale(shape, mode):
     if mode == "moonlight":
         return 0.2 * math.sqrt(max(m, n))
     if mode == "spectral":
-        return math.sqrt(m / n)
+        return rms_to_rms_scale(shape)
     if mode in ("none", None):
         return 1.0
     msg = f"update scale must be one of {SHAPE_SCALES}; got {mode!r}"
@@ -441,7 +465,7 @@ def scale_by_shape(mode="jordan"):
 
 def orthogonalize(
     *, schedule="jordan", steps=None, eps=1e-7, dtype=None, method="newton_schulz", gram=None,
-    match=None,
+    match=None, work=None,
 ):
     """Replace each matrix by (an approximation of) its matrix sign ``U V^T``.
 
@@ -465,6 +489,9 @@ def orthogonalize(
     match : {None, "torch.optim.Muon"}, optional
         Round exactly as torch.optim.Muon (see `matsign.newton_schulz`): with
         ``dtype=torch.bfloat16`` and Jordan's coefficients, bit for bit its update.
+    work : callable, optional
+        ``work(fn, stack)``: who computes which matrices of a stack (the distribution
+        seam, see `matsign.optim.every_matrix`, the default: all of them, here).
 
     Returns
     -------
@@ -496,12 +523,14 @@ def orthogonalize(
         msg = f"match must be one of {MATCHES}; got {match!r}"
         raise ValueError(msg)
 
-    def direction(grad, param):
-        if method == "svd":
-            return msign(grad, method="svd", dtype=dtype)
-        return newton_schulz(grad, schedule, **options)
+    work = every_matrix if work is None else work
 
-    return stateless(direction)
+    def matrix_sign(G):
+        if method == "svd":
+            return msign(G, method="svd", dtype=dtype)
+        return newton_schulz(G, schedule, **options)
+
+    return stateless(lambda grad, param: work(matrix_sign, grad))
 
 
 def _as_schedule(schedule):
