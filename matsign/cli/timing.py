@@ -24,8 +24,7 @@ import numpy as np
 from .. import _xp
 
 __all__ = ["Gemm", "gemm_flops", "gemm_fraction", "gemm_like", "limit_threads",
-           "median_ratio", "median_seconds", "newton_schulz_flops", "pin_threads",
-           "time_runs"]
+           "median_ratio", "newton_schulz_flops", "pin_threads", "time_runs"]
 
 
 # --- Flop model -----------------------------------------------------------------------------
@@ -161,8 +160,7 @@ def time_runs(call, *, repeats, warmup=1, paired=None):
     for _ in range(warmup):
         if paired is not None:
             _timed(paired)
-        result = call()
-        _xp.synchronize(result)
+        result = _timed(call)[1]
     times, paired_times = [], []
     for _ in range(repeats):
         if paired is not None:
@@ -177,24 +175,6 @@ def _timed(call):
     result = call()
     _xp.synchronize(result)
     return time.perf_counter() - start, result
-
-
-def median_seconds(call, *, repeats, warmup=1):
-    """Median wall time of ``call()`` over ``repeats`` runs after ``warmup`` (see `time_runs`).
-
-    Parameters
-    ----------
-    call : callable
-        Run with no arguments.
-    repeats, warmup : int
-        Timed and untimed runs.
-
-    Returns
-    -------
-    float
-        Seconds.
-    """
-    return statistics.median(time_runs(call, repeats=repeats, warmup=warmup)[0])
 
 
 def median_ratio(numerators, denominators):
