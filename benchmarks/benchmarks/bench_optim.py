@@ -8,7 +8,7 @@ orthogonalises in bfloat16; rows that would run emulated bfloat16 at 768 on such
 are skipped). Rows:
 
 - ``torch.optim.Muon``: torch's own optimizer (bfloat16, one matrix at a time);
-- ``matsign-bfloat16``: `matsign.optim.torch.Muon`, the same arithmetic (bit for bit),
+- ``matsign-bfloat16``: `matsign.optim.torch.Muon` in bfloat16 (``ns_dtype=torch.bfloat16``),
   same-shape matrices stacked into one batched call;
 - ``matsign-float32``: the same schedule in float32 (``ns_dtype=None``), at least as
   accurate as the bfloat16 rows;
