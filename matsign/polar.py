@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 from . import _checks, _iterations, _xp
+from ._typing import Array, DType, Namespace
 from .polynomials import Schedule, preset
 
 __all__ = ["msign", "newton_schulz", "orthogonality_error", "polar"]
@@ -17,9 +18,11 @@ TORCH_EPS = 1e-7  # torch.optim.Muon's default clamp of the norm
 
 
 def msign(
-    G, /, *, method="auto", schedule=None, steps=None, tol=None, max_steps=60, gram=None,
-    rank_rtol=None, dtype=None, check_finite=False, xp=None,
-):
+    G: Array, /, *, method: str = "auto", schedule: str | Schedule | None = None,
+    steps: int | None = None, tol: float | None = None, max_steps: int = 60,
+    gram: bool | None = None, rank_rtol: float | None = None, dtype: DType | None = None,
+    check_finite: bool = False, xp: Namespace | None = None,
+) -> Array:
     """The matrix sign ``U V^T`` of ``G = U S V^T``, batched over leading axes.
 
     Parameters
@@ -106,7 +109,7 @@ def msign(
                          dtype=dtype, xp=xp)
 
 
-def polar(G, /, **options):
+def polar(G: Array, /, **options) -> tuple[Array, Array]:
     """Polar decomposition ``G = Q H`` with ``Q = msign(G)`` and ``H`` symmetric PSD.
 
     Parameters
@@ -153,9 +156,11 @@ def polar(G, /, **options):
 
 
 def newton_schulz(
-    G, /, schedule=DEFAULT_SCHEDULE, *, steps=None, tol=None, max_steps=60, normalize=True,
-    eps=None, gram=None, dtype=None, match=None, xp=None,
-):
+    G: Array, /, schedule: str | Schedule = DEFAULT_SCHEDULE, *, steps: int | None = None,
+    tol: float | None = None, max_steps: int = 60, normalize: bool = True,
+    eps: float | None = None, gram: bool | None = None, dtype: DType | None = None,
+    match: str | None = None, xp: Namespace | None = None,
+) -> Array:
     """Apply a Newton–Schulz odd-polynomial schedule to ``G`` (batched).
 
     Parameters
@@ -333,7 +338,7 @@ def _msign_svd(G, *, rank_rtol, dtype, xp):
     return _xp.astype(Q, G.dtype, xp=xp)
 
 
-def orthogonality_error(Q, /, *, xp=None):
+def orthogonality_error(Q: Array, /, *, xp: Namespace | None = None) -> Array:
     """``max_i |sigma_i(Q) - 1|`` for each matrix of a stack.
 
     Parameters

@@ -81,8 +81,10 @@ def test_integer_input_is_computed_in_the_default_float(backend, name):
 
 # --- one spelling per idea, and the deprecated spellings -------------------------------------
 
-OWN_MODULES = ["matsign", "matsign.duality", "matsign.kron", "matsign.polynomials",
-               "matsign.roots", "matsign.testing"]
+OWN_MODULES = ["matsign", "matsign.duality", "matsign.kron", "matsign.polar",
+               "matsign.polynomials", "matsign.roots", "matsign.testing",
+               "matsign.optim._base", "matsign.optim.alias", "matsign.optim.muon",
+               "matsign.optim.shampoo", "matsign.optim.transforms"]
 RETIRED = {"max_iter": "max_steps", "kind": "norm"}  # 0.1 spellings, accepted until 0.3
 
 

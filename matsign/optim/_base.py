@@ -9,10 +9,11 @@ so the learning-rate block at the end of a chain carries the minus sign.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .. import _xp
+from .._typing import Array, Namespace
 
 __all__ = [
     "NONFINITE_POLICIES",
@@ -77,7 +78,7 @@ def _no_state(param):  # numpydoc ignore=PR01,RT01
     return EmptyState()
 
 
-def stateless(direction):
+def stateless(direction: Callable[[Array, Array], Array]) -> Stepper:
     """A stepper without state from ``direction(grad, param) -> update``.
 
     Parameters
@@ -92,7 +93,7 @@ def stateless(direction):
     return Stepper(_no_state, lambda grad, state, param: (direction(grad, param), state))
 
 
-def chain(*steppers):
+def chain(*steppers: Stepper) -> Stepper:
     """Compose steppers: each one's update is the next one's gradient.
 
     Parameters
@@ -129,7 +130,10 @@ def chain(*steppers):
                    any(s.host_step for s in steppers))
 
 
-def apply_updates(params, updates):
+def apply_updates(
+    params: Array | Sequence[Array] | Mapping[Any, Array],
+    updates: Array | Sequence[Array] | Mapping[Any, Array],
+) -> Array | list[Array] | dict[Any, Array]:
     """``params + updates``, for one array or a list or dict of them.
 
     Parameters
@@ -158,7 +162,7 @@ def apply_updates(params, updates):
     return params + updates
 
 
-def all_finite(arrays, *, xp):
+def all_finite(arrays: Sequence[Array], *, xp: Namespace) -> Array:
     """A 0-d boolean array: whether every entry of every array is finite (no host sync).
 
     Parameters
@@ -177,7 +181,7 @@ def all_finite(arrays, *, xp):
     return xp.all(xp.stack(flags)) if flags else xp.asarray(True)
 
 
-def check_nonfinite(flag, policy, *, where):
+def check_nonfinite(flag: Array | bool, policy: str, *, where: str) -> None:
     """Act on the all-finite ``flag`` by ``policy`` ("raise" syncs with the host).
 
     Parameters
@@ -202,7 +206,7 @@ def check_nonfinite(flag, policy, *, where):
         raise ValueError(msg)
 
 
-def keep_if(flag, new, old, *, xp):
+def keep_if(flag: Array, new: Any, old: Any, *, xp: Namespace) -> Any:
     """``new`` where ``flag`` is true, else ``old``: arrays, or NamedTuples/tuples of them.
 
     Parameters
@@ -255,7 +259,7 @@ def _rebuild(params, values):
     return [values[i] for i in range(len(params))]
 
 
-def matrix_shape(shape, reshape):
+def matrix_shape(shape: Sequence[int], reshape: str) -> tuple[int, ...]:
     """The shape a stepper sees for a parameter of ``shape`` (see `multi`).
 
     Parameters
@@ -291,7 +295,11 @@ def matrix_shape(shape, reshape):
     return (shape[0], math.prod(shape[1:]))
 
 
-def group_keys(items, reshape, *, label=None, stackable=None):
+def group_keys(
+    items: Iterable[tuple[Any, Array]], reshape: str, *,
+    label: Callable[[Any, Array], Any] | None = None,
+    stackable: Callable[[Any], bool] | None = None,
+) -> tuple[tuple[Any, tuple[Any, ...]], ...]:
     """``(label, keys)`` per stack: parameters of one label, view shape, dtype and device.
 
     Parameters
@@ -322,7 +330,7 @@ def group_keys(items, reshape, *, label=None, stackable=None):
     return tuple((sig[0], tuple(keys)) for sig, keys in groups.items())
 
 
-def stack(arrays, shape, *, xp):
+def stack(arrays: Sequence[Array], shape: tuple[int, ...], *, xp: Namespace) -> Array:
     """Same-shape arrays seen as ``shape``, stacked along a new first axis (one: itself).
 
     Parameters
@@ -343,7 +351,9 @@ def stack(arrays, shape, *, xp):
     return arrays[0] if len(arrays) == 1 else xp.stack(arrays)
 
 
-def unstack(stacked, shapes, *, xp):
+def unstack(
+    stacked: Array, shapes: Sequence[tuple[int, ...]], *, xp: Namespace,
+) -> list[Array]:
     """The members of a stack as views, each in its own shape (inverse of `stack`).
 
     Parameters
@@ -364,7 +374,10 @@ def unstack(stacked, shapes, *, xp):
     return [xp.reshape(u, s) if tuple(u.shape) != s else u for u, s in pairs]
 
 
-def step_stacks(steppers, grads, states, params=None, *, nonfinite, where, xp):
+def step_stacks(
+    steppers: Sequence[Stepper], grads: Sequence[Array], states: Sequence[Any],
+    params: Sequence[Array] | None = None, *, nonfinite: str, where: str, xp: Namespace,
+) -> tuple[list[Array], tuple[Any, ...], Array]:
     """One step of each stack's stepper under the non-finite policy: the engine's core.
 
     Parameters
@@ -416,7 +429,7 @@ def step_stacks(steppers, grads, states, params=None, *, nonfinite, where, xp):
     return directions, tuple(new_states), finite
 
 
-def every_matrix(fn, stacked):
+def every_matrix(fn: Callable[[Array], Array], stacked: Array) -> Array:
     """The single-process work assignment: ``fn`` of every matrix here, in one call.
 
     Parameters
@@ -442,7 +455,11 @@ def every_matrix(fn, stacked):
     return fn(stacked)
 
 
-def multi(steppers, labels=None, *, reshape="flatten", nonfinite="skip"):
+def multi(
+    steppers: Stepper | Mapping[str, Stepper],
+    labels: Callable[[Any, Array], str] | Mapping[Any, str] | None = None, *,
+    reshape: str = "flatten", nonfinite: str = "skip",
+) -> Stepper:
     """Apply steppers over a list or dict of parameters, stacking same-shape ones.
 
     Parameters of one label and one shape, dtype and device are stacked along a new

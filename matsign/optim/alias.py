@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ._base import chain
+from collections.abc import Callable
+
+from .._typing import Array
+from ._base import Stepper, chain
 from .transforms import (
     add_decayed_weights,
     cautious,
@@ -14,8 +17,11 @@ from .transforms import (
 __all__ = ["adamw", "lion"]
 
 
-def adamw(learning_rate=1e-3, *, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01,
-          amsgrad=False, cautious_mask=False, cautious_weight_decay=False):
+def adamw(
+    learning_rate: float | Callable[[Array], Array | float] = 1e-3, *, b1: float = 0.9,
+    b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False,
+    cautious_mask: bool = False, cautious_weight_decay: bool = False,
+) -> Stepper:
     """AdamW with the defaults of torch.optim.AdamW.
 
     Parameters
@@ -61,8 +67,11 @@ def adamw(learning_rate=1e-3, *, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01,
     )
 
 
-def lion(learning_rate=1e-4, *, b1=0.9, b2=0.99, weight_decay=0.0, cautious_mask=False,
-         cautious_weight_decay=False):
+def lion(
+    learning_rate: float | Callable[[Array], Array | float] = 1e-4, *, b1: float = 0.9,
+    b2: float = 0.99, weight_decay: float = 0.0, cautious_mask: bool = False,
+    cautious_weight_decay: bool = False,
+) -> Stepper:
     """Lion: the sign of an interpolated momentum, with decoupled weight decay.
 
     Parameters

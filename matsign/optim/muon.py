@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
-from ._base import chain
+from .._typing import Array, DType
+from ..polynomials import Schedule
+from ._base import Stepper, chain
 from .transforms import (
     add_decayed_weights,
     orthogonalize,
@@ -19,10 +21,12 @@ DEFAULT_EXCLUDE = ("embed", "wte", "wpe", "lm_head", "head", "output", "classifi
 
 
 def muon(
-    learning_rate=0.02, *, momentum=0.95, nesterov=True, ema=True, weight_decay=0.0,
-    cautious_weight_decay=False, update_scale="jordan", schedule="jordan", steps=None,
-    eps=1e-7, dtype=None, method="newton_schulz",
-):
+    learning_rate: float | Callable[[Array], Array | float] = 0.02, *, momentum: float = 0.95,
+    nesterov: bool = True, ema: bool = True, weight_decay: float = 0.0,
+    cautious_weight_decay: bool = False, update_scale: str = "jordan",
+    schedule: str | Schedule | Sequence[float] = "jordan", steps: int | None = None,
+    eps: float = 1e-7, dtype: DType | None = None, method: str = "newton_schulz",
+) -> Stepper:
     """Muon: orthogonalised momentum for matrix parameters.
 
     Parameters
@@ -96,7 +100,10 @@ def muon(
     )
 
 
-def route(params, *, matrix="muon", other="adamw", exclude=DEFAULT_EXCLUDE):
+def route(
+    params: Mapping[str, Array] | Sequence[Array], *, matrix: str = "muon",
+    other: str = "adamw", exclude: Sequence[str] = DEFAULT_EXCLUDE,
+) -> dict[str | int, str]:
     """Label each parameter for Muon or for an element-wise optimizer.
 
     Muon is for the hidden layers' matrices. Scalars and vectors (biases, norms),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .. import _xp, kron
+from .._typing import Array
 from ._base import Stepper, chain
 from .transforms import add_decayed_weights, moments, scale_by_learning_rate, zeros_count
 
@@ -111,10 +113,12 @@ def _norm(x, xp):
 
 
 def scale_by_shampoo(
-    *, b1=0.9, b2=0.999, eps=1e-8, beta=None, every=10, start=1, max_dim=None,
-    max_precond_dim=None, exponents=None, root_eps=1e-6, root_eps_mode="relative",
-    rank_rtol=None, graft=True, root_method="auto",
-):
+    *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, beta: float | None = None,
+    every: int = 10, start: int = 1, max_dim: int | None = None,
+    max_precond_dim: int | None = None, exponents: Sequence[float] | None = None,
+    root_eps: float = 1e-6, root_eps_mode: str = "relative", rank_rtol: float | None = None,
+    graft: bool = True, root_method: str = "auto",
+) -> Stepper:
     """Shampoo's direction, grafted onto Adam's step length.
 
     Parameters
@@ -209,9 +213,11 @@ class SOAPState(NamedTuple):
     exp_avg_sq: Any
 
 
-def scale_by_soap(*, b1=0.95, b2=0.95, eps=1e-8, beta=None, every=10, max_dim=None,
-                  max_precond_dim=10000, merge_small=False, precondition_1d=False,
-                  normalize=False):
+def scale_by_soap(
+    *, b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8, beta: float | None = None,
+    every: int = 10, max_dim: int | None = None, max_precond_dim: int | None = 10000,
+    merge_small: bool = False, precondition_1d: bool = False, normalize: bool = False,
+) -> Stepper:
     """SOAP's direction: Adam run in the eigenbases of Shampoo's factors.
 
     Parameters
@@ -355,7 +361,10 @@ def _permute(v, orders, xp):
     return v
 
 
-def shampoo(learning_rate=1e-3, *, weight_decay=0.0, **options):
+def shampoo(
+    learning_rate: float | Callable[[Array], Array | float] = 1e-3, *, weight_decay: float = 0.0,
+    **options,
+) -> Stepper:
     """Shampoo with Adam grafting and decoupled weight decay.
 
     Parameters
@@ -383,7 +392,10 @@ def shampoo(learning_rate=1e-3, *, weight_decay=0.0, **options):
                  scale_by_learning_rate(learning_rate))
 
 
-def soap(learning_rate=3e-3, *, weight_decay=0.01, **options):
+def soap(
+    learning_rate: float | Callable[[Array], Array | float] = 3e-3, *, weight_decay: float = 0.01,
+    **options,
+) -> Stepper:
     """SOAP with decoupled weight decay, with the reference code's defaults.
 
     Parameters

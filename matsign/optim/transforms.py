@@ -8,9 +8,11 @@ Each factory returns a `Stepper`. Blocks before `scale_by_learning_rate` produce
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .. import _xp
+from .._typing import Array, DType
 from ..duality import rms_to_rms_scale
 from ..polar import MATCHES, msign, newton_schulz
 from ..polynomials import Schedule, preset
@@ -71,14 +73,14 @@ class CountState(NamedTuple):
     step: Any
 
 
-def zeros_count(param):
+def zeros_count(param: Array) -> Array:
     """A 0-d step counter on ``param``'s device, float32 or wider (exact to 2**24 steps)."""
     xp = _xp.namespace(param)
     dtype = _xp.decomposition_dtype(_xp.result_dtype(param, xp), xp)
     return xp.zeros((), dtype=dtype, device=_xp.device(param))
 
 
-def lerp(start, end, weight):
+def lerp(start: Array, end: Array, weight: float) -> Array:
     """``start + weight * (end - start)`` in the rounding order of ``torch.lerp``."""
     if hasattr(start, "lerp") and hasattr(end, "lerp"):
         # torch's fused kernel, so that momentum matches torch.optim bit for bit
@@ -88,7 +90,9 @@ def lerp(start, end, weight):
     return end - (end - start) * (1.0 - weight)
 
 
-def moments(m, v, grad, b1, b2, *, squared=None):
+def moments(
+    m: Array, v: Array, grad: Array, b1: float, b2: float, *, squared: Array | None = None,
+) -> tuple[Array, Array]:
     """Adam's moment estimates after one more gradient: ``lerp(m, g, 1 - b1)`` and ``v``.
 
     Parameters
@@ -112,7 +116,7 @@ def moments(m, v, grad, b1, b2, *, squared=None):
     return lerp(m, grad, 1.0 - b1), b2 * v + (1.0 - b2) * (x * x)
 
 
-def trace(momentum, *, nesterov=False, ema=False):
+def trace(momentum: float, *, nesterov: bool = False, ema: bool = False) -> Stepper:
     """Heavy-ball momentum, as a sum or an exponential moving average, optionally Nesterov.
 
     Parameters
@@ -158,7 +162,9 @@ def trace(momentum, *, nesterov=False, ema=False):
     return Stepper(init, update)
 
 
-def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, *, amsgrad=False):
+def scale_by_adam(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, amsgrad: bool = False,
+) -> Stepper:
     """Adam's direction ``m_hat / (sqrt(v_hat) + eps)`` with bias correction.
 
     Parameters
@@ -209,7 +215,7 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, *, amsgrad=False):
     return Stepper(init, update)
 
 
-def scale_by_lion(b1=0.9, b2=0.99):
+def scale_by_lion(b1: float = 0.9, b2: float = 0.99) -> Stepper:
     """Lion's direction ``sign(lerp(m, g, 1 - b1))``, then ``m <- lerp(m, g, 1 - b2)``.
 
     Parameters
@@ -249,7 +255,7 @@ def scale_by_lion(b1=0.9, b2=0.99):
     return Stepper(init, update)
 
 
-def cautious(inner):
+def cautious(inner: Stepper) -> Stepper:
     """Mask ``inner``'s direction where it disagrees in sign with the gradient.
 
     Parameters
@@ -293,7 +299,7 @@ def cautious(inner):
     return inner._replace(update=update)
 
 
-def add_decayed_weights(weight_decay, *, cautious=False):
+def add_decayed_weights(weight_decay: float, *, cautious: bool = False) -> Stepper:
     """Add ``weight_decay * param`` to the direction (decoupled weight decay).
 
     Parameters
@@ -336,7 +342,7 @@ def add_decayed_weights(weight_decay, *, cautious=False):
     return stateless(direction)
 
 
-def scale(factor):
+def scale(factor: float) -> Stepper:
     """Multiply the direction by a constant.
 
     Parameters
@@ -360,7 +366,7 @@ def scale(factor):
     return stateless(lambda grad, param: factor * grad)
 
 
-def scale_by_learning_rate(learning_rate):
+def scale_by_learning_rate(learning_rate: float | Callable[[Array], Array | float]) -> Stepper:
     """Multiply by ``-learning_rate``: the direction becomes the update to add.
 
     Parameters
@@ -400,7 +406,7 @@ def scale_by_learning_rate(learning_rate):
     return Stepper(init, update)
 
 
-def shape_scale(shape, mode):
+def shape_scale(shape: Sequence[int], mode: str | None) -> float:
     """The Muon update scale for a matrix of ``shape`` (the last two axes).
 
     Parameters
@@ -439,7 +445,7 @@ def shape_scale(shape, mode):
     raise ValueError(msg)
 
 
-def scale_by_shape(mode="jordan"):
+def scale_by_shape(mode: str = "jordan") -> Stepper:
     """Multiply by the Muon update scale of the matrix (see `shape_scale`).
 
     Parameters
@@ -464,9 +470,11 @@ def scale_by_shape(mode="jordan"):
 
 
 def orthogonalize(
-    *, schedule="jordan", steps=None, eps=1e-7, dtype=None, method="newton_schulz", gram=None,
-    match=None, work=None,
-):
+    *, schedule: str | Schedule | Sequence[float] = "jordan", steps: int | None = None,
+    eps: float = 1e-7, dtype: DType | None = None, method: str = "newton_schulz",
+    gram: bool | None = None, match: str | None = None,
+    work: Callable[[Callable[[Array], Array], Array], Array] | None = None,
+) -> Stepper:
     """Replace each matrix by (an approximation of) its matrix sign ``U V^T``.
 
     Parameters
