@@ -12,10 +12,11 @@ import functools
 
 import array_api_compat
 
-# torch on CPU, 2 threads, AMD EPYC (AVX2): the blocked products below beat one GEMM from
-# m = 768 in float32 (1.1-1.2x there, 1.3-1.8x from 1024; 0.8-1.0x at 256-512) and from
-# m = 256 in bfloat16 (1.0x at 256, 1.7x at 512). See docs/benchmarks.rst.
-SYMMETRIC_BLOCKED_FROM = 768
+# torch on CPU, 2 threads, AMD EPYC (AVX2), shared cores: in float32 the blocked products
+# halve X X^T and A^2 at 1.3-1.8x from m = 1024 when idle, but msign at 1024^2 lost (0.74x)
+# under load 3.6 (each block is a thread barrier), so from 1536 (1.1x msign at 2048^2);
+# bfloat16 (emulated) gains 2x from 256. See docs/benchmarks.rst.
+SYMMETRIC_BLOCKED_FROM = 1536
 SYMMETRIC_BLOCKED_FROM_HALF = 256
 SYMMETRIC_LEAF = 256  # rows of a diagonal leaf block; 128-256 measured within 5 %
 
