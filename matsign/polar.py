@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 from . import _checks, _iterations, _xp
@@ -255,8 +256,10 @@ def newton_schulz(
         X = _iterations.standard(_torch_normalized(X, schedule, eps, xp), polynomials,
                                  symmetric=False, xp=xp)
     else:
-        X = _iterations_auto(_normalized(X, schedule, normalize, eps, xp), polynomials,
-                             tol=tol, max_steps=max_steps, gram=gram, xp=xp)
+        prepare = functools.partial(_normalized, schedule=schedule, normalize=normalize,
+                                    eps=eps, xp=xp)
+        X = _iterations_auto(X, prepare, polynomials, tol=tol, max_steps=max_steps, gram=gram,
+                             xp=xp)
     X = X if wide else xp.matrix_transpose(X)
     return _xp.astype(X, G.dtype, xp=xp)
 
@@ -283,7 +286,7 @@ def _check_exclusive(steps, tol, match):
         raise ValueError(msg)
 
 
-def _normalized(X, schedule, normalize, eps, xp):
+def _normalized(X, *, schedule, normalize, eps, xp):
     """``X / max(normalizer ||X||_F, eps)`` (overflow-safe norm), row-major for the loop."""
     if normalize:
         norm = _xp.frobenius_norm(X, xp=xp) * schedule.normalizer
@@ -299,14 +302,17 @@ def _torch_normalized(X, schedule, eps, xp):
     return X / xp.clip(norm, min=TORCH_EPS if eps is None else eps)
 
 
-def _iterations_auto(X, polynomials, *, tol, max_steps, gram, xp):
-    """The accuracy-controlled loop with ``tol``, else Gram space or the standard loop."""
+def _iterations_auto(X, prepare, polynomials, *, tol, max_steps, gram, xp):
+    """``prepare`` (the normalisation), then the accuracy-controlled loop with ``tol``, else
+    Gram space or the standard loop, a matrix at a time where that wins (`_xp.each_matrix`:
+    its element-wise passes then stay in cache too)."""
     if tol is not None:
+        X = prepare(X)
         _check_tol(tol, X.dtype, xp)
         return _iterations.until_orthogonal(X, polynomials, tol=tol, max_steps=max_steps, xp=xp)
-    if gram or (gram is None and X.shape[-1] >= GRAM_ASPECT * X.shape[-2]):
-        return _iterations.gram_space(X, polynomials, xp=xp)
-    return _iterations.standard(X, polynomials, xp=xp)
+    use_gram = gram or (gram is None and X.shape[-1] >= GRAM_ASPECT * X.shape[-2])
+    loop = _iterations.gram_space if use_gram else _iterations.standard
+    return _xp.each_matrix(lambda Y: loop(prepare(Y), polynomials, xp=xp), X, xp=xp)
 
 
 def _check_tol(tol, dtype, xp):

@@ -177,7 +177,7 @@ def all_finite(arrays: Sequence[Array], *, xp: Namespace) -> Array:
     array
         0-d boolean.
     """
-    flags = [xp.all(xp.isfinite(a)) for a in arrays]
+    flags = [_xp.all_finite(a, xp=xp) for a in arrays]
     return xp.all(xp.stack(flags)) if flags else xp.asarray(True)
 
 
@@ -415,15 +415,18 @@ def step_stacks(
     finite = all_finite(grads, xp=xp)
     check_nonfinite(finite, nonfinite, where=where)
     skip = nonfinite == "skip"
-    if skip and any(s.host_step for s in steppers) and not bool(finite):
-        # these steppers sync every step anyway and cannot take inf or NaN
-        return [xp.zeros_like(G) for G in grads], tuple(states), finite
+    # host_step steppers sync every step anyway and cannot take inf or NaN; host arrays
+    # are read for free: both skip before the step (no where-passes over every array)
+    if skip and (any(s.host_step for s in steppers) or _xp.reads_free(finite)):
+        if not bool(finite):
+            return [xp.zeros_like(G) for G in grads], tuple(states), finite
+        skip = False
     params = [None] * len(grads) if params is None else params
     directions, new_states = [], []
     for stepper, G, inner, P in zip(steppers, grads, states, params, strict=True):
         U, new = stepper.update(G, inner, P)
-        if skip and not stepper.host_step:
-            U, new = xp.where(finite, U, xp.zeros_like(U)), keep_if(finite, new, inner, xp=xp)
+        if skip:
+            U, new = xp.where(finite, U, 0.0), keep_if(finite, new, inner, xp=xp)
         directions.append(U)
         new_states.append(new)
     return directions, tuple(new_states), finite
@@ -479,9 +482,10 @@ def multi(
         come back in the parameter's own shape.
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
         If any gradient holds inf or NaN: ``"skip"`` returns zero updates and the old
-        state (no host sync: selected with ``where``; decided on the host for
-        steppers with ``host_step``), ``"raise"`` raises ValueError (one host sync
-        per step) and ``"ignore"`` lets the values through.
+        state (on a device, CUDA or JAX, selected with ``where``: no host sync; on host
+        arrays, NumPy or torch on the CPU, and for steppers with ``host_step``, decided
+        on the host before the step, which is then not computed), ``"raise"`` raises
+        ValueError (one host sync per step) and ``"ignore"`` lets the values through.
 
     Returns
     -------
