@@ -13,6 +13,7 @@ __all__ = ["msign", "newton_schulz", "orthogonality_error", "polar"]
 
 DEFAULT_SCHEDULE = "polar_express"
 GRAM_ASPECT = 3  # Gram-space iteration from n >= GRAM_ASPECT * m on (see newton_schulz)
+GRAM_FROM_HALF = 192  # and in half precision from m = 192 (closer to U V^T from there)
 CLASSICAL_QUINTIC = (15 / 8, -10 / 8, 3 / 8)
 MATCHES = (None, "torch.optim.Muon")  # the rounding newton_schulz(match=...) reproduces
 TORCH_EPS = 1e-7  # torch.optim.Muon's default clamp of the norm
@@ -195,7 +196,9 @@ def newton_schulz(
         apply the accumulated polynomial to ``X`` at the end, restarting from ``X``
         halfway and before the last step so that round-off in ``R`` does not reach
         the output.
-        None picks it for ``n >= 3 m`` (or ``m >= 3 n``) without ``tol``.
+        None picks it for ``n >= 3 m`` (or ``m >= 3 n``) without ``tol``; in half
+        precision from ``m >= 192`` (below, its bfloat16 rounding lands 2-5 % further
+        from ``U V^T`` than the standard loop's; from there 2-4 % closer).
     dtype : dtype, optional
         Compute dtype (e.g. ``torch.bfloat16``); the result has ``G``'s dtype.
     match : {None, "torch.optim.Muon"}, optional
@@ -310,9 +313,16 @@ def _iterations_auto(X, prepare, polynomials, *, tol, max_steps, gram, xp):
         X = prepare(X)
         _check_tol(tol, X.dtype, xp)
         return _iterations.until_orthogonal(X, polynomials, tol=tol, max_steps=max_steps, xp=xp)
-    use_gram = gram or (gram is None and X.shape[-1] >= GRAM_ASPECT * X.shape[-2])
+    use_gram = gram or (gram is None and _gram_pays(X, xp))
     loop = _iterations.gram_space if use_gram else _iterations.standard
     return _xp.each_matrix(lambda Y: loop(prepare(Y), polynomials, xp=xp), X, xp=xp)
+
+
+def _gram_pays(X, xp):
+    """The automatic Gram-space rule: aspect from `GRAM_ASPECT`, in half precision from
+    `GRAM_FROM_HALF` rows (below, its bfloat16 rounding lands 2-5 % further from U V^T)."""
+    wide = X.shape[-1] >= GRAM_ASPECT * X.shape[-2]
+    return wide and (X.shape[-2] >= GRAM_FROM_HALF or not _xp.is_half(X.dtype, xp))
 
 
 def _check_tol(tol, dtype, xp):
