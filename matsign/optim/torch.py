@@ -330,6 +330,9 @@ def _check_common(lr, weight_decay, nonfinite):
 class Muon(_StepperOptimizer):
     """Muon as a ``torch.optim.Optimizer``; a drop-in for ``torch.optim.Muon``.
 
+    Every keyword of torch.optim.Muon has its meaning here; ``match="torch.optim.Muon"``
+    also reproduces its arithmetic bit for bit.
+
     Parameters
     ----------
     params : iterable
@@ -363,14 +366,21 @@ class Muon(_StepperOptimizer):
         Decay only entries where the update and the parameter share a sign.
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
         If a gradient of the group holds inf or NaN: skip the group's step (parameters
-        and state unchanged; no host sync), raise ValueError (a host sync), or go on.
+        and state unchanged; on CUDA no host sync), raise ValueError (a host sync), or
+        go on.
+    match : {None, "torch.optim.Muon"}, optional
+        ``"torch.optim.Muon"`` rounds exactly as torch.optim.Muon: with the defaults
+        the parameters follow torch's bit for bit (see `matsign.newton_schulz`).
+        None uses matsign's kernels (Gram space for wide and tall matrices, symmetric
+        products, a matrix at a time where the CPU's batched products lose): the
+        same iteration, rounded differently, no further from ``U V^T``.
 
     Notes
     -----
-    Same-shape parameters of a group are stacked and orthogonalised in one batched
-    call. The iteration rounds as torch.optim.Muon's does (see
-    `matsign.optim.orthogonalize`), so with the defaults the two agree to float32
-    rounding.
+    Same-shape parameters of a group share one stacked momentum buffer and are
+    orthogonalised by one `matsign.newton_schulz` call (see
+    `matsign.optim.orthogonalize`); ``state[p]["momentum_buffer"]`` is a view of it.
+    A state dict saved by torch.optim.Muon loads here and resumes.
 
     Examples
     --------
