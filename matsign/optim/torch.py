@@ -17,10 +17,12 @@ their path (``exp_avg``, ``factors.factors.0``). ``None`` and tuples of plain va
 from __future__ import annotations
 
 import inspect
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import torch
 
+from ..polynomials import Schedule
 from ._base import chain, check_nonfinite, group_keys, matrix_shape, stack, step_stacks, unstack
 from .shampoo import scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
@@ -34,6 +36,8 @@ from .transforms import (
 )
 
 __all__ = ["SOAP", "AdamW", "Lion", "Muon", "Shampoo"]
+
+Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]  # as torch.optim takes them
 
 ADJUST_LR_FN = {None: "jordan", "original": "jordan", "match_rms_adamw": "moonlight"}
 
@@ -397,11 +401,13 @@ class Muon(_StepperOptimizer):
     _stack = True
 
     def __init__(
-        self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
-        ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None,
-        *, ns_dtype=torch.bfloat16, reshape="flatten", cautious_weight_decay=False,
-        nonfinite="skip", match=None,
-    ):
+        self, params: Params, lr: float = 1e-3, weight_decay: float = 0.1,
+        momentum: float = 0.95, nesterov: bool = True,
+        ns_coefficients: tuple[float, ...] | str | Schedule = (3.4445, -4.7750, 2.0315),
+        eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None,
+        *, ns_dtype: torch.dtype | None = torch.bfloat16, reshape: str = "flatten",
+        cautious_weight_decay: bool = False, nonfinite: str = "skip", match: str | None = None,
+    ) -> None:
         _check_common(lr, weight_decay, nonfinite)
         if not 0.0 <= momentum:
             raise ValueError(f"momentum should be >= 0 but is: {momentum}")
@@ -473,10 +479,12 @@ class AdamW(_StepperOptimizer):
     """
 
     def __init__(
-        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-        *, maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
-        cautious_mask=False, nonfinite="skip",
-    ):
+        self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
+        *, maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
+        differentiable: bool = False, fused: bool | None = None, cautious_mask: bool = False,
+        nonfinite: str = "skip",
+    ) -> None:
         _check_common(lr, weight_decay, nonfinite)
         if not 0.0 <= eps:
             raise ValueError(f"Invalid epsilon value: {eps}")
@@ -530,8 +538,9 @@ class Lion(_StepperOptimizer):
     tensor([-0.5000,  0.5000])
     """
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False,
-                 cautious_mask=False, nonfinite="skip"):
+    def __init__(self, params: Params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0, *, maximize: bool = False,
+                 cautious_mask: bool = False, nonfinite: str = "skip") -> None:
         _check_common(lr, weight_decay, nonfinite)
         defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay,
                     "maximize": maximize, "cautious_mask": cautious_mask,
@@ -689,8 +698,9 @@ class Shampoo(_KronOptimizer):
     factory = staticmethod(shampoo)
     direction = staticmethod(scale_by_shampoo)
 
-    def __init__(self, params, lr=SHAMPOO_LR, *, weight_decay=SHAMPOO_WEIGHT_DECAY, maximize=False,
-                 nonfinite="skip", **options):
+    def __init__(self, params: Params, lr: float = SHAMPOO_LR, *,
+                 weight_decay: float = SHAMPOO_WEIGHT_DECAY, maximize: bool = False,
+                 nonfinite: str = "skip", **options) -> None:
         super().__init__(params, lr, weight_decay, maximize, nonfinite, options)
 
 
@@ -759,6 +769,7 @@ class SOAP(_KronOptimizer):
     factory = staticmethod(soap)
     direction = staticmethod(scale_by_soap)
 
-    def __init__(self, params, lr=SOAP_LR, *, weight_decay=SOAP_WEIGHT_DECAY, maximize=False,
-                 nonfinite="skip", **options):
+    def __init__(self, params: Params, lr: float = SOAP_LR, *,
+                 weight_decay: float = SOAP_WEIGHT_DECAY, maximize: bool = False,
+                 nonfinite: str = "skip", **options) -> None:
         super().__init__(params, lr, weight_decay, maximize, nonfinite, options)
