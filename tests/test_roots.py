@@ -582,3 +582,20 @@ def test_orthogonal_similarity(A, p, seed):
     Q = haar(A.shape[-1], np.random.default_rng(seed))
     np.testing.assert_allclose(inverse_root(Q @ A @ Q.T, p), Q @ inverse_root(A, p) @ Q.T,
                                atol=PROPERTY_TOL * 10)
+
+
+def test_newton_converges_where_the_products_are_blocked(monkeypatch):
+    """The coupled iteration's powers are symmetric only up to rounding: they must not take
+    the blocked symmetric product (which forms ``F F^T``), or it stalls above ``tol``
+    (seen at n = 2048 on torch; here the blocking starts at 64 rows)."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(_xp, "SYMMETRIC_BLOCKED_FROM", 64)
+    monkeypatch.setattr(_xp, "SYMMETRIC_LEAF", 32)
+    rng = np.random.default_rng(5)
+    Q, _ = np.linalg.qr(rng.standard_normal((128, 128)))
+    d = np.logspace(-4.0, 0.0, 128)  # condition 1e4, as the benchmark's
+    A = torch.as_tensor((Q * d) @ Q.T, dtype=torch.float32)
+    X = inverse_root(A, 4, method="newton", eps=1e-6, eps_mode="relative")
+    expected = (Q * (d + 1e-6) ** -0.25) @ Q.T  # closed form, float64
+    error = np.linalg.norm(_xp.to_numpy(X) - expected) / np.linalg.norm(expected)
+    assert error <= 1e4 * 128 * float(torch.finfo(torch.float32).eps)  # kappa n eps
