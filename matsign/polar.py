@@ -248,7 +248,7 @@ def newton_schulz(
     xp = _xp.namespace(G, xp=xp)
     G = _checks.as_float_matrix(G, "newton_schulz", xp=xp)
     schedule = _as_schedule(schedule)
-    _check_exclusive(steps, tol, match)
+    check_options(steps=steps, tol=tol, match=match)
     polynomials = schedule.polynomials(steps) if tol is None else _with_convergent_tail(schedule)
     if _checks.is_empty(G):
         return xp.zeros(G.shape, dtype=G.dtype, device=_xp.device(G))
@@ -276,8 +276,18 @@ def _as_schedule(schedule):
     return schedule
 
 
-def _check_exclusive(steps, tol, match):
-    """``tol`` excludes ``steps`` and ``match``; ``match`` names a known reference."""
+def check_options(
+    *, steps: int | None = None, tol: float | None = None, match: str | None = None,
+) -> None:
+    """`newton_schulz`'s own checks of ``steps``, ``tol`` and ``match``, for callers that
+    take them at construction (`matsign.optim.orthogonalize`): ``tol`` excludes ``steps``
+    and ``match``; ``match`` names a known reference.
+
+    Raises
+    ------
+    ValueError
+        As `newton_schulz`.
+    """
     if tol is not None and steps is not None:
         msg = f"give steps or tol, not both; got steps={steps}, tol={tol}"
         raise ValueError(msg)

@@ -356,3 +356,13 @@ def test_multi_update_without_params_for_steppers_that_do_not_read_them(backend)
         assert np.array_equal(to_numpy(with_params[k]), to_numpy(without[k]))
         expected = _reference_newton_schulz(to_numpy(grads[k]).astype(np.float64), JORDAN, 5)
         np.testing.assert_allclose(to_numpy(without[k]), expected, atol=1e-5)
+
+
+def test_orthogonalize_checks_its_options_with_newton_schulz_rules():
+    """A bad ``match`` or step count fails when the stepper is built, in newton_schulz's words."""
+    with pytest.raises(ValueError, match=r"match must be one of \(None, 'torch.optim.Muon'\)"):
+        optim.orthogonalize(match="torch")
+    with pytest.raises(ValueError, match=r"match must be one of"):
+        from matsign import newton_schulz
+
+        newton_schulz(np.eye(2), match="torch")

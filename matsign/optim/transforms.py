@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from .. import _xp
 from .._typing import Array, DType
 from ..duality import rms_to_rms_scale
-from ..polar import MATCHES, msign, newton_schulz
+from ..polar import check_options, msign, newton_schulz
 from ..polynomials import Schedule, preset
 from ._base import Stepper, every_matrix, stateless
 
@@ -526,10 +526,8 @@ def orthogonalize(
         raise ValueError(msg)
     schedule = _as_schedule(schedule)
     options = {"steps": steps, "eps": eps, "gram": gram, "dtype": dtype, "match": match}
-    schedule.polynomials(steps)  # a bad step count fails here, not at step 1
-    if match not in MATCHES:
-        msg = f"match must be one of {MATCHES}; got {match!r}"
-        raise ValueError(msg)
+    schedule.polynomials(steps)  # a bad step count or match fails here, not at step 1
+    check_options(steps=steps, match=match)
 
     work = every_matrix if work is None else work
 
