@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from . import __version__
-from .cli import UsageError, compare, design
+from .cli import UsageError, compare, design, plan
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +32,7 @@ def _subcommands():
          "design a Newton-Schulz schedule or show a preset: coefficients, bands, plot"),
         ("train-demo", demo,
          "train a small MLP on scikit-learn's digits with AdamW, Muon, Shampoo, SOAP"),
+        ("plan", plan, "model a distributed Muon step per scheme: flops, bytes, memory per rank"),
     )
 
 
