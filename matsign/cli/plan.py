@@ -109,7 +109,8 @@ def _check(args):
         msg = f"unknown scheme {unknown[0]!r}; known: {', '.join(plan.SCHEMES)}"
         raise UsageError(msg)
     for option, value in (("--ranks", min(args.ranks)), ("--steps", args.steps),
-                          ("--bytes", args.bytes_per_element or 1)):
+                          ("--bytes", 1 if args.bytes_per_element is None
+                           else args.bytes_per_element)):
         if value < 1:
             msg = f"{option} must be at least 1; got {value}"
             raise UsageError(msg)
