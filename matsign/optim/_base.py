@@ -377,6 +377,7 @@ def unstack(
 def step_stacks(
     steppers: Sequence[Stepper], grads: Sequence[Array], states: Sequence[Any],
     params: Sequence[Array] | None = None, *, nonfinite: str, where: str, xp: Namespace,
+    finite: Array | None = None,
 ) -> tuple[list[Array], tuple[Any, ...], Array]:
     """One step of each stack's stepper under the non-finite policy: the engine's core.
 
@@ -397,6 +398,10 @@ def step_stacks(
         What held the gradients, for the error message.
     xp : namespace
         The arrays' namespace.
+    finite : array, optional
+        The 0-d finite flag, when the caller has it already: a distributed adapter
+        passes the flag of every process's gradients together (one all-reduce), so
+        that all processes skip or raise together. None: computed from ``grads``.
 
     Returns
     -------
@@ -412,7 +417,7 @@ def step_stacks(
     ValueError
         Under ``nonfinite="raise"`` for a non-finite gradient (one host sync).
     """
-    finite = all_finite(grads, xp=xp)
+    finite = all_finite(grads, xp=xp) if finite is None else finite
     check_nonfinite(finite, nonfinite, where=where)
     skip = nonfinite == "skip"
     # host_step steppers sync every step anyway and cannot take inf or NaN; host arrays

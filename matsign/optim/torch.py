@@ -16,6 +16,7 @@ their path (``exp_avg``, ``factors.factors.0``). ``None`` and tuples of plain va
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -23,7 +24,18 @@ from typing import Any, NamedTuple
 import torch
 
 from ..polynomials import Schedule
-from ._base import chain, check_nonfinite, group_keys, matrix_shape, stack, step_stacks, unstack
+from . import _torch_distributed as distributed
+from ._base import (
+    all_finite,
+    chain,
+    check_nonfinite,
+    group_keys,
+    matrix_shape,
+    stack,
+    step_stacks,
+    unstack,
+)
+from .plan import newton_schulz_flops, split
 from .shampoo import scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
     SHAPE_SCALES,
@@ -98,6 +110,13 @@ class _Slot:
         self.dtype = value.dtype if isinstance(value, torch.Tensor) else None
 
 
+class _Unit(NamedTuple):
+    """How the ranks share one stack's matrix work (see `matsign.optim.plan.split`)."""
+
+    counts: tuple  # matrices of the stack each rank computes
+    rows: int | None  # None: replicated (all_gather); the rows of a Shard(0) matrix (all_to_all)
+
+
 class _Held(NamedTuple):
     """A parameter group's stacked state between steps (see `_StepperOptimizer`)."""
 
@@ -105,6 +124,8 @@ class _Held(NamedTuple):
     groups: tuple  # the engine's stacks: (label, positions in params)
     states: tuple  # one stepper state per stack, its tensors stacked
     entries: tuple  # per parameter, the {name: view} installed in ``optimizer.state[p]``
+    units: tuple = ()  # per stack, its `_Unit`, or None: computed here alone
+    group: Any = None  # the process group the parameters are spread over, or None
 
 
 class _StepperOptimizer(torch.optim.Optimizer):
@@ -125,14 +146,20 @@ class _StepperOptimizer(torch.optim.Optimizer):
     _stack = False  # stack same-shape matrices into one call (Muon)
     _decay_in_direction = False  # the stepper's direction includes the decay (Shampoo, SOAP)
 
-    def __init__(self, params, defaults):  # numpydoc ignore=PR01
+    def __init__(self, params, defaults, process_group=None):  # numpydoc ignore=PR01
         """Set up the parameter groups (see ``torch.optim.Optimizer``)."""
         self._held = {}
+        self._process_group = process_group
+        distributed.placement(torch.empty(0), process_group)  # a bad mesh fails here
         super().__init__(params, defaults)
 
-    def _stepper(self, group):  # numpydoc ignore=PR01,RT01
-        """The stepper for ``group``'s current hyperparameters."""
+    def _stepper(self, group, work=None):  # numpydoc ignore=PR01,RT01
+        """The stepper for ``group``'s current hyperparameters (``work``: see `orthogonalize`)."""
         raise NotImplementedError
+
+    def _compute_dtype(self, group):  # numpydoc ignore=PR01,RT01
+        """The dtype of the matrix work, the default ``communication_dtype`` (None: the input's)."""
+        return None
 
     def __setstate__(self, state):
         """Fill options a loaded state dict lacks (e.g. one saved by torch.optim) with defaults."""
@@ -162,7 +189,8 @@ class _StepperOptimizer(torch.optim.Optimizer):
                 saved = state_dict["state"].get(next(saved_ids), {})
                 if not saved:
                     continue
-                skeleton = _map_entries(stepper.init(p.reshape(_view(p, group))), _Slot)
+                mine = distributed.local(p)
+                skeleton = _map_entries(stepper.init(mine.reshape(_view(mine, group))), _Slot)
                 for name, slot in _entries(skeleton).items():
                     if slot.dtype is not None and isinstance(saved.get(name), torch.Tensor):
                         self.state[p][name] = saved[name].to(device=p.device, dtype=slot.dtype)
@@ -206,23 +234,40 @@ class _StepperOptimizer(torch.optim.Optimizer):
         held = self._held.get(index)
         if held is None or not self._intact(held, params):
             held = self._stacked(stepper, params, group)
-        grads = [-p.grad if group.get("maximize", False) else p.grad for p in params]
-        views = [_view(params[keys[0]], group) for _, keys in held.groups]
+        here = [distributed.local(p) for p in params]  # DTensors: this rank's shard
+        grads = [distributed.local(-p.grad if group.get("maximize", False) else p.grad)
+                 for p in params]
+        views = [_view(here[keys[0]], group) for _, keys in held.groups]
         G = [stack([grads[i] for i in keys], view, xp=torch)
              for (_, keys), view in zip(held.groups, views, strict=True)]
         P = None
         if self._decay_in_direction:
-            P = [stack([params[i] for i in keys], view, xp=torch)
+            P = [stack([here[i] for i in keys], view, xp=torch)
                  for (_, keys), view in zip(held.groups, views, strict=True)]
-        U, states, finite = step_stacks([stepper] * len(G), G, held.states, P,
+        finite = None
+        if held.group is not None and group["nonfinite"] != "ignore":
+            finite = distributed.agree(all_finite(G, xp=torch), held.group)
+        steppers = [stepper if unit is None else self._stepper(group, self._work(unit, held, group))
+                    for unit in held.units]
+        U, states, finite = step_stacks(steppers, G, held.states, P,
                                         nonfinite=group["nonfinite"],
-                                        where=f"a {type(self).__name__} group", xp=torch)
+                                        where=f"a {type(self).__name__} group", xp=torch,
+                                        finite=finite)
         skip = finite if group["nonfinite"] == "skip" else None
-        for (_, keys), u, view in zip(held.groups, U, views, strict=True):
-            members = [params[i] for i in keys]
+        for (_, keys), u in zip(held.groups, U, strict=True):
+            members = [here[i] for i in keys]
             directions = unstack(u, [tuple(p.shape) for p in members], xp=torch)
-            self._apply(members, directions, self._scale(view, group), skip, group)
-        self._held[index] = self._installed(held._replace(states=states))
+            whole = _view(params[keys[0]], group)  # the scale reads the matrix, not the shard
+            self._apply(members, directions, self._scale(whole, group), skip, group)
+        self._held[index] = self._installed(held._replace(states=states), group)
+
+    def _work(self, unit, held, group):
+        """The ``work(fn, stack)`` of a stack shared over ``held.group`` as ``unit``."""
+        options = {"counts": unit.counts, "group": held.group,
+                   "communication": group["communication_dtype"] or self._compute_dtype(group)}
+        if unit.rows is None:
+            return functools.partial(distributed.gathered, **options)
+        return functools.partial(distributed.exchanged, rows=unit.rows, **options)
 
     def _intact(self, held, params):
         """Whether ``self.state`` still holds exactly the views installed last step."""
@@ -233,22 +278,51 @@ class _StepperOptimizer(torch.optim.Optimizer):
                    for name, value in entries.items())
 
     def _stacked(self, stepper, params, group):
-        """The engine's stacks of ``params`` and their states, from the per-parameter entries."""
+        """The engine's stacks of ``params``, their states and how the ranks share them."""
+        where = [distributed.placement(p, self._process_group) for p in params]
         items = list(enumerate(params))
-        groups = (group_keys(items, group.get("reshape", "batch"))
-                  if self._stack else tuple((None, (i,)) for i, _ in items))
+        groups = (group_keys(items, group.get("reshape", "batch"),
+                             label=lambda i, p: where[i])  # sharded and plain apart
+                  if self._stack else tuple((where[i], (i,)) for i, _ in items))
         states = tuple(self._stacked_state(stepper, [params[i] for i in keys], group)
                        for _, keys in groups)
-        return _Held(params, groups, states, ())
+        spread = {w.group for w in where} - {None}
+        if len(spread) > 1:
+            msg = (f"{type(self).__name__}: the parameters lie on {len(spread)} process groups; "
+                   f"one optimizer spreads its work over one group")
+            raise ValueError(msg)
+        process_group = spread.pop() if spread else None
+        units = self._units(params, groups, group, process_group)
+        return _Held(params, groups, states, (), units, process_group)
+
+    def _units(self, params, groups, group, process_group):
+        """Per stack, its `_Unit` (None: here), the split balancing flops over the ranks."""
+        shared = [i for i, (w, keys) in enumerate(groups)
+                  if self._stack and w.group is not None
+                  and len(_view(params[keys[0]], group)) == 2]
+        if not shared:
+            return (None,) * len(groups)
+        views = [_view(params[groups[i][1][0]], group) for i in shared]
+        counts = split([len(groups[i][1]) for i in shared],
+                       [newton_schulz_flops(v) for v in views],
+                       distributed.size(process_group))
+        units = [None] * len(groups)
+        for i, view, per_rank in zip(shared, views, counts, strict=True):
+            units[i] = _Unit(per_rank, view[0] if groups[i][0].sharded else None)
+        return tuple(units)
 
     def _stacked_state(self, stepper, members, group):
         """The stack's state: each member's entries (``init`` where it has none), stacked."""
-        view = _view(members[0], group)
-        skeleton = _map_entries(stepper.init(members[0].reshape(view)), _Slot)
-        names = _entries(skeleton)
+        here = [distributed.local(p) for p in members]
+        view = _view(here[0], group)
+        fresh = stepper.init(here[0].reshape(view))
+        skeleton = _map_entries(fresh, _Slot)
+        names = _entries(fresh)
         values = []
-        for p in members:  # self.state changes only after a step (see `_installed`)
-            state = self.state.get(p) or _entries(stepper.init(p.reshape(view)))
+        for p, mine in zip(members, here, strict=True):  # self.state changes after a step
+            state = ({name: _as_viewed(distributed.local(v), names.get(name))
+                      for name, v in self.state[p].items()}
+                     if self.state.get(p) else _entries(stepper.init(mine.reshape(view))))
             missing = sorted(set(names) - set(state))
             if missing:
                 msg = (f"{type(self).__name__}: the state of a parameter of shape "
@@ -258,13 +332,15 @@ class _StepperOptimizer(torch.optim.Optimizer):
             values.append(state)
         return _map_entries(skeleton, lambda name, _: _stack_entry([v[name] for v in values]))
 
-    def _installed(self, held):
+    def _installed(self, held, group):
         """``held`` with each parameter's state entries set to views of the stacks."""
         entries = [{} for _ in held.params]
         for (_, keys), state in zip(held.groups, held.states, strict=True):
             for name, value in _entries(state).items():
                 for i, part in zip(keys, _parts(value, len(keys)), strict=True):
-                    self.state[held.params[i]][name] = entries[i][name] = part
+                    p = held.params[i]
+                    part = _as_shaped(part, distributed.local(p), group)
+                    self.state[p][name] = entries[i][name] = distributed.like(part, p)
         return held._replace(entries=tuple(entries))
 
     def _scale(self, view, group):  # numpydoc ignore=PR01,RT01
@@ -300,6 +376,22 @@ def _scalar(value, like):
 def _view(p, group):
     """The shape the stepper sees for ``p`` (Muon's ``reshape``; others: ``p``'s own)."""
     return matrix_shape(p.shape, group.get("reshape", "batch"))
+
+
+def _as_shaped(part, p, group):
+    """A member's entry in ``p``'s own shape where it has the stepper's view of ``p``."""
+    view = _view(p, group)
+    if isinstance(part, torch.Tensor) and view != tuple(p.shape) and tuple(part.shape) == view:
+        return part.view(p.shape)  # a flattened conv kernel's momentum, as the kernel
+    return part
+
+
+def _as_viewed(value, fresh):
+    """A stored entry in the shape the stepper works on (``fresh``: its ``init`` entry)."""
+    if (isinstance(value, torch.Tensor) and isinstance(fresh, torch.Tensor)
+            and value.shape != fresh.shape and value.numel() == fresh.numel()):
+        return value.reshape(fresh.shape)
+    return value
 
 
 def _stack_entry(values):
@@ -407,6 +499,7 @@ class Muon(_StepperOptimizer):
         eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None,
         *, ns_dtype: torch.dtype | None = torch.bfloat16, reshape: str = "flatten",
         cautious_weight_decay: bool = False, nonfinite: str = "skip", match: str | None = None,
+        process_group: Any = None, communication_dtype: torch.dtype | None = None,
     ) -> None:
         _check_common(lr, weight_decay, nonfinite)
         if not 0.0 <= momentum:
@@ -420,8 +513,9 @@ class Muon(_StepperOptimizer):
                     "nesterov": nesterov, "ns_coefficients": ns_coefficients, "eps": eps,
                     "ns_steps": ns_steps, "adjust_lr_fn": adjust_lr_fn, "ns_dtype": ns_dtype,
                     "reshape": reshape, "cautious_weight_decay": cautious_weight_decay,
-                    "nonfinite": nonfinite, "match": match}
-        super().__init__(params, defaults)
+                    "nonfinite": nonfinite, "match": match,
+                    "communication_dtype": communication_dtype}
+        super().__init__(params, defaults, process_group)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.ndim < 2:
@@ -429,12 +523,16 @@ class Muon(_StepperOptimizer):
                            f"parameter of size {tuple(p.size())}: see matsign.optim.route")
                     raise ValueError(msg)
 
-    def _stepper(self, group):
+    def _stepper(self, group, work=None):
         return chain(
             trace(group["momentum"], nesterov=group["nesterov"], ema=True),
             orthogonalize(schedule=group["ns_coefficients"], steps=group["ns_steps"],
-                          eps=group["eps"], dtype=group["ns_dtype"], match=group["match"]),
+                          eps=group["eps"], dtype=group["ns_dtype"], match=group["match"],
+                          work=work),
         )
+
+    def _compute_dtype(self, group):
+        return group["ns_dtype"]
 
     def _scale(self, view, group):
         return shape_scale(view, ADJUST_LR_FN.get(group["adjust_lr_fn"], group["adjust_lr_fn"]))
@@ -483,7 +581,8 @@ class AdamW(_StepperOptimizer):
         eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
         *, maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
         differentiable: bool = False, fused: bool | None = None, cautious_mask: bool = False,
-        nonfinite: str = "skip",
+        nonfinite: str = "skip", process_group: Any = None,
+        communication_dtype: torch.dtype | None = None,
     ) -> None:
         _check_common(lr, weight_decay, nonfinite)
         if not 0.0 <= eps:
@@ -494,10 +593,11 @@ class AdamW(_StepperOptimizer):
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
                     "amsgrad": amsgrad, "maximize": maximize, "foreach": foreach,
                     "capturable": capturable, "differentiable": differentiable,
-                    "fused": fused, "cautious_mask": cautious_mask, "nonfinite": nonfinite}
-        super().__init__(params, defaults)
+                    "fused": fused, "cautious_mask": cautious_mask, "nonfinite": nonfinite,
+                    "communication_dtype": communication_dtype}
+        super().__init__(params, defaults, process_group)
 
-    def _stepper(self, group):
+    def _stepper(self, group, work=None):
         adam = scale_by_adam(*group["betas"], group["eps"], amsgrad=group["amsgrad"])
         return cautious(adam) if group["cautious_mask"] else adam
 
@@ -540,14 +640,16 @@ class Lion(_StepperOptimizer):
 
     def __init__(self, params: Params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 cautious_mask: bool = False, nonfinite: str = "skip") -> None:
+                 cautious_mask: bool = False, nonfinite: str = "skip",
+                 process_group: Any = None,
+                 communication_dtype: torch.dtype | None = None) -> None:
         _check_common(lr, weight_decay, nonfinite)
         defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay,
                     "maximize": maximize, "cautious_mask": cautious_mask,
-                    "nonfinite": nonfinite}
-        super().__init__(params, defaults)
+                    "nonfinite": nonfinite, "communication_dtype": communication_dtype}
+        super().__init__(params, defaults, process_group)
 
-    def _stepper(self, group):
+    def _stepper(self, group, work=None):
         direction = scale_by_lion(*group["betas"])
         return cautious(direction) if group["cautious_mask"] else direction
 
@@ -569,7 +671,8 @@ class _KronOptimizer(_StepperOptimizer):
     factory = None  # matsign.optim.shampoo or .soap
     direction = None  # the stepper behind it, whose keyword arguments are the options
 
-    def __init__(self, params, lr, weight_decay, maximize, nonfinite, options):
+    def __init__(self, params, lr, weight_decay, maximize, nonfinite, options,
+                 process_group=None, communication_dtype=None):
         name = type(self).__name__
         _check_common(lr, weight_decay, nonfinite)
         known = self._options()
@@ -580,8 +683,9 @@ class _KronOptimizer(_StepperOptimizer):
             raise ValueError(msg)
         options = {**known, **options}
         defaults = {"lr": lr, "weight_decay": weight_decay, **options,
-                    "maximize": maximize, "nonfinite": nonfinite}
-        super().__init__(params, defaults)
+                    "maximize": maximize, "nonfinite": nonfinite,
+                    "communication_dtype": communication_dtype}
+        super().__init__(params, defaults, process_group)
         for group in self.param_groups:
             self._stepper(group)  # the stepper checks its options: now, not at step 1
 
@@ -591,7 +695,7 @@ class _KronOptimizer(_StepperOptimizer):
         parameters = inspect.signature(cls.direction).parameters.values()
         return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY}
 
-    def _stepper(self, group):
+    def _stepper(self, group, work=None):
         options = {name: group[name] for name in self._options()}
         return type(self).factory(-1.0, weight_decay=group["weight_decay"], **options)
 
@@ -609,7 +713,9 @@ def _mirror_signature(cls):
             *(inspect.Parameter(name, keyword, default=default)
               for name, default in cls._options().items()),
             inspect.Parameter("maximize", keyword, default=False),
-            inspect.Parameter("nonfinite", keyword, default="skip")]
+            inspect.Parameter("nonfinite", keyword, default="skip"),
+            inspect.Parameter("process_group", keyword, default=None),
+            inspect.Parameter("communication_dtype", keyword, default=None)]
     cls.__init__.__signature__ = inspect.Signature([*head, *tail])
     return cls
 
@@ -700,8 +806,10 @@ class Shampoo(_KronOptimizer):
 
     def __init__(self, params: Params, lr: float = SHAMPOO_LR, *,
                  weight_decay: float = SHAMPOO_WEIGHT_DECAY, maximize: bool = False,
-                 nonfinite: str = "skip", **options) -> None:
-        super().__init__(params, lr, weight_decay, maximize, nonfinite, options)
+                 nonfinite: str = "skip", process_group: Any = None,
+                 communication_dtype: torch.dtype | None = None, **options) -> None:
+        super().__init__(params, lr, weight_decay, maximize, nonfinite, options,
+                         process_group, communication_dtype)
 
 
 @_mirror_signature
@@ -771,5 +879,7 @@ class SOAP(_KronOptimizer):
 
     def __init__(self, params: Params, lr: float = SOAP_LR, *,
                  weight_decay: float = SOAP_WEIGHT_DECAY, maximize: bool = False,
-                 nonfinite: str = "skip", **options) -> None:
-        super().__init__(params, lr, weight_decay, maximize, nonfinite, options)
+                 nonfinite: str = "skip", process_group: Any = None,
+                 communication_dtype: torch.dtype | None = None, **options) -> None:
+        super().__init__(params, lr, weight_decay, maximize, nonfinite, options,
+                         process_group, communication_dtype)

@@ -1,0 +1,259 @@
+"""torch.distributed transports for the engine's matrix work (part of `matsign.optim.torch`).
+
+A step's matrix work runs on *work units*: the sub-stacks `matsign.optim.plan.split`
+gives each rank. Two transports bring whole matrices to the rank that computes them:
+
+- `gathered` (replicated parameters, DDP): every rank holds every matrix; rank ``r``
+  computes its sub-stack and one ``all_gather`` of a flat buffer shares the results;
+- `exchanged` (FSDP2, ``Shard(0)``): rank ``r`` holds rows of every matrix; one
+  ``all_to_all`` brings each matrix's shards to its owner, who computes it, and one
+  sends the result's rows back, in a small pipeline of batches (the next batch's
+  shards travel while this one is computed). Shards are padded to ``ceil(m / R)`` rows.
+
+Both send in the ``communication`` dtype and return the result in the input's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+
+from .plan import offsets
+
+__all__ = ["Placement", "agree", "exchanged", "gathered", "like", "local", "placement",
+           "shard_rows", "size"]
+
+PIPELINE = 4  # batches in flight per stack under FSDP2 (at most)
+
+_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
+class Placement(NamedTuple):
+    """Where a parameter's data lives: the group sharing the work and how it is held."""
+
+    group: object  # a ProcessGroup, or None: this process alone
+    sharded: bool  # a DTensor sharded on dim 0 (FSDP2); False: replicated or local
+
+
+def placement(p: torch.Tensor, process_group=None) -> Placement:
+    """The `Placement` of parameter ``p`` given an optimizer's ``process_group``.
+
+    Raises
+    ------
+    ValueError
+        For a DTensor on a mesh of more than one dimension, placed otherwise than
+        ``Shard(0)`` or ``Replicate()``, or on another group than ``process_group``.
+    """
+    group = _as_group(process_group)
+    if not _is_dtensor(p):
+        return Placement(group, False)
+    mesh, placements = p.device_mesh, tuple(p.placements)
+    if mesh.ndim != 1:
+        msg = (f"matsign.optim.torch: a DTensor parameter of shape {tuple(p.shape)} lies on a "
+               f"{mesh.ndim}-D mesh; only 1-D meshes (FSDP2, DDP) are supported")
+        raise ValueError(msg)
+    own = mesh.get_group()
+    if group is not None and group is not own:
+        msg = (f"matsign.optim.torch: a DTensor parameter of shape {tuple(p.shape)} lies on "
+               f"another group than process_group")
+        raise ValueError(msg)
+    kind = type(placements[0]).__name__
+    if kind == "Replicate":
+        return Placement(own, False)
+    if kind != "Shard" or placements[0].dim != 0:
+        msg = (f"matsign.optim.torch: a DTensor parameter of shape {tuple(p.shape)} is placed "
+               f"{placements}; supported: Shard(0) (FSDP2) or Replicate()")
+        raise ValueError(msg)
+    return Placement(own, True)
+
+
+def _as_group(process_group):
+    """A ProcessGroup from a group or a 1-D DeviceMesh (None stays None)."""
+    if process_group is None or not hasattr(process_group, "get_group"):
+        return process_group
+    if process_group.ndim != 1:
+        msg = f"process_group: a DeviceMesh must be 1-D; got {process_group.ndim}-D"
+        raise ValueError(msg)
+    return process_group.get_group()
+
+
+def _is_dtensor(x):
+    return type(x).__name__ == "DTensor" and hasattr(x, "to_local")
+
+
+def local(x: torch.Tensor) -> torch.Tensor:
+    """This rank's part of ``x``: the local shard of a DTensor, else ``x`` itself."""
+    return x.to_local() if _is_dtensor(x) else x
+
+
+def like(part: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A state entry as the parameter holds it: a DTensor laid out as ``p`` if ``p`` is one.
+
+    Entries shaped as ``p``'s shard (momentum, moments) become DTensors with ``p``'s mesh
+    and placements (so `torch.distributed.checkpoint` saves and reshards them); the
+    others (counters, whole-matrix statistics) stay plain tensors.
+    """
+    if not _is_dtensor(p) or not isinstance(part, torch.Tensor):
+        return part
+    if tuple(part.shape) != tuple(p.to_local().shape):
+        return part
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(part, p.device_mesh, p.placements, shape=p.shape,
+                              stride=p.stride(), run_check=False)
+
+
+def size(group) -> int:
+    """The number of ranks in ``group``."""
+    return dist.get_world_size(group)
+
+
+def agree(finite: torch.Tensor, group) -> torch.Tensor:
+    """The 0-d finite flag of every rank of ``group`` together (one ``all_reduce``)."""
+    flag = finite.to(torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=group)
+    return flag.to(torch.bool)
+
+
+def shard_rows(rows: int, size: int) -> tuple[int, ...]:
+    """Rows of each rank's ``Shard(0)`` shard of ``rows`` rows, as FSDP2 (torch.chunk) cuts."""
+    chunk = -(-rows // size)
+    return tuple(max(0, min(rows, (r + 1) * chunk) - r * chunk) for r in range(size))
+
+
+def _as_stack(x, fn):
+    """``x`` as a stack ``(k, rows, rest)``, ``fn`` for such stacks, and the way back.
+
+    A stack of one matrix is held without its first axis (see `matsign.optim.stack`);
+    ``fn`` then sees it so, as it would here alone (the 2-D kernels round otherwise).
+    """
+    if x.ndim == 2:
+        return x[None], lambda X: fn(X[0])[None], lambda y: y[0]
+    return x.reshape(x.shape[0], x.shape[1], -1), fn, lambda y: y.reshape(x.shape)
+
+
+def gathered(fn: Callable, stacked: torch.Tensor, *, counts: Sequence[int], group,
+             communication: torch.dtype | None) -> torch.Tensor:
+    """``fn`` of a replicated stack, rank ``r`` computing sub-stack ``r``, all-gathered.
+
+    ``counts`` are the matrices per rank (`matsign.optim.plan.split`); every rank gets
+    the same result, equal to ``fn(stacked)`` up to the ``communication`` rounding
+    (none when it is ``fn``'s own compute dtype).
+    """
+    X, fn, restore = _as_stack(stacked, fn)
+    rank, width = dist.get_rank(group), max(counts)
+    start = offsets(counts)
+    dtype = communication or stacked.dtype
+    send = X.new_zeros((width, *X.shape[1:]), dtype=dtype)
+    mine = slice(start[rank], start[rank + 1])
+    if counts[rank]:
+        send[:counts[rank]] = fn(X[mine])
+    recv = X.new_empty((len(counts) * width, *X.shape[1:]), dtype=dtype)
+    _gather(recv, send, group=group)
+    parts = [recv[r * width: r * width + c] for r, c in enumerate(counts)]
+    return restore(torch.cat(parts).to(stacked.dtype))
+
+
+class _Batch(NamedTuple):
+    """One batch of the FSDP2 pipeline: per owner, which of its matrices it holds."""
+
+    take: tuple  # per owner rank, a slice of the stack (its matrices in this batch)
+
+
+def _batches(counts):
+    """Split each owner's sub-stack into at most `PIPELINE` batches (matrix ranges)."""
+    start, most = offsets(counts), max(counts)
+    per = max(1, -(-most // PIPELINE))
+    def take(r, b):
+        return slice(min(start[r] + b, start[r + 1]), min(start[r] + b + per, start[r + 1]))
+
+    return [_Batch(tuple(take(r, b) for r in range(len(counts)))) for b in range(0, most, per)]
+
+
+def exchanged(fn: Callable, shards: torch.Tensor, *, counts: Sequence[int], rows: int, group,
+              communication: torch.dtype | None) -> torch.Tensor:
+    """``fn`` of a stack held as ``Shard(0)`` shards: to the owners by all_to_all and back.
+
+    ``shards`` is this rank's ``(k, rows_r, ...)`` part of a ``(k, rows, ...)`` stack;
+    ``counts`` the matrices each rank owns (contiguous, in rank order). Returns this
+    rank's rows of ``fn(stack)``.
+    """
+    X, fn, restore = _as_stack(shards, fn)
+    size, rank = len(counts), dist.get_rank(group)
+    held = shard_rows(rows, size)
+    if X.shape[1] != held[rank]:
+        msg = (f"matsign.optim.torch: rank {rank} holds {X.shape[1]} of {rows} rows of a "
+               f"Shard(0) parameter; expected {held[rank]} (torch.chunk's split)")
+        raise ValueError(msg)
+    dtype = communication or shards.dtype
+    pad = max(held)
+    padded = X.new_zeros((X.shape[0], pad, X.shape[2]), dtype=dtype)
+    padded[:, :held[rank]] = X
+    out = X.new_empty(padded.shape, dtype=dtype)
+    pipeline = _Pipeline(fn, padded, out, held, rank, group)
+    for batch in _batches(counts):
+        pipeline.push(batch)
+    pipeline.drain()
+    return restore(out[:, :held[rank]].to(shards.dtype))
+
+
+class _Pipeline:
+    """The FSDP2 exchange of one stack, batch after batch, communication in flight."""
+
+    def __init__(self, fn, padded, out, held, rank, group):
+        self.fn, self.padded, self.out = fn, padded, out
+        self.held, self.rank, self.group = held, rank, group
+        self.arriving = None  # (batch, buffer, handle): shards on their way to the owners
+        self.leaving = []  # (batch, buffer, handle): results on their way back
+
+    def push(self, batch):
+        """Send ``batch``'s shards, then compute the previous batch while they travel."""
+        arriving = self._send_shards(batch)
+        if self.arriving is not None:
+            self._compute(*self.arriving)
+        self.arriving = arriving
+
+    def drain(self):
+        """Compute the last batch and wait for every result to come home."""
+        if self.arriving is not None:
+            self._compute(*self.arriving)
+        for batch, buffer, handle in self.leaving:
+            handle.wait()
+            at = 0
+            for take in batch.take:
+                n = take.stop - take.start
+                self.out[take] = buffer[at:at + n]
+                at += n
+
+    def _send_shards(self, batch):
+        blocks = [self.padded[take] for take in batch.take]
+        send = torch.cat(blocks).contiguous()
+        mine = blocks[self.rank].shape[0]
+        recv = send.new_empty((len(blocks), mine, *send.shape[1:]))
+        splits_in = [b.numel() for b in blocks]
+        splits_out = [recv[0].numel()] * len(blocks)
+        handle = dist.all_to_all_single(recv.view(-1), send.view(-1), splits_out, splits_in,
+                                        group=self.group, async_op=True)
+        return batch, recv, handle
+
+    def _compute(self, batch, recv, handle):
+        handle.wait()
+        mine = recv.shape[1]
+        pad = recv.shape[2]
+        result = recv.new_zeros((len(self.held), mine, pad, recv.shape[3]))
+        if mine:
+            whole = torch.cat([recv[s, :, :h] for s, h in enumerate(self.held)], dim=1)
+            done = self.fn(whole).to(recv.dtype)
+            top = offsets(self.held)
+            for s, h in enumerate(self.held):
+                result[s, :, :h] = done[:, top[s]:top[s] + h]
+        sizes = [take.stop - take.start for take in batch.take]
+        back = result.new_empty((sum(sizes), pad, recv.shape[3]))
+        counts = [n * pad * recv.shape[3] for n in sizes]
+        handle = dist.all_to_all_single(back.view(-1), result.view(-1), counts,
+                                        [result[0].numel()] * len(self.held),
+                                        group=self.group, async_op=True)
+        self.leaving.append((batch, back, handle))
