@@ -187,8 +187,9 @@ def _scenario_checkpoint(name):
     return {"equal": all(torch.equal(a, b) for a, b in zip(got, want, strict=True))}
 
 
-OPTIMIZERS = ["Muon", "AdamW", "Lion"]
+OPTIMIZERS = ["Muon", "AdamW", "Lion", "Shampoo", "SOAP"]
 LAYOUTS = ["replicated", "sharded"]
+CHECKPOINTED = ["Muon", "AdamW"]  # Shampoo: see the docs (DCP's zero-gradient first step)
 
 
 def _scenarios():
@@ -200,7 +201,8 @@ def _scenarios():
         out[f"matches/Muon-bfloat16/{layout}"] = (_scenario_matches, "Muon-bfloat16", layout)
         out[f"nan/Muon/{layout}"] = (_scenario_nan, "Muon", layout)
     out["nan/AdamW/sharded"] = (_scenario_nan, "AdamW", "sharded")
-    for name in ("Muon", "AdamW"):
+    out["nan/Shampoo/sharded"] = (_scenario_nan, "Shampoo", "sharded")
+    for name in CHECKPOINTED:
         out[f"checkpoint/{name}"] = (_scenario_checkpoint, name)
     return out
 
@@ -271,13 +273,14 @@ def test_bfloat16_muon_communicates_without_changing_a_bit(ranks, layout):
     assert found["same_on_every_rank"]
 
 
-@pytest.mark.parametrize("key", ["nan/Muon/replicated", "nan/Muon/sharded", "nan/AdamW/sharded"])
+@pytest.mark.parametrize("key", ["nan/Muon/replicated", "nan/Muon/sharded", "nan/AdamW/sharded",
+                                 "nan/Shampoo/sharded"])
 def test_a_nan_on_one_rank_skips_the_step_on_every_rank(ranks, key):
     found = _result(ranks, key)
     assert found["relative"] <= 1e-5  # the reference skipped the same step
     assert found["same_on_every_rank"]
 
 
-@pytest.mark.parametrize("name", ["Muon", "AdamW"])
+@pytest.mark.parametrize("name", CHECKPOINTED)
 def test_checkpoint_resumes_bit_for_bit(ranks, name):
     assert _result(ranks, f"checkpoint/{name}")["equal"]

@@ -15,6 +15,7 @@ Both send in the ``communication`` dtype and return the result in the input's dt
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -257,3 +258,110 @@ class _Pipeline:
                                         [result[0].numel()] * len(self.held),
                                         group=self.group, async_op=True)
         self.leaving.append((batch, back, handle))
+
+
+# Whole parameters at their owners (Shampoo, SOAP): one collective each way per step.
+
+def _slot(shape, size):
+    """``(rows, rest, padded rows)`` of a parameter's ``Shard(0)`` slots on ``size`` ranks."""
+    rows = int(shape[0]) if len(shape) else 1
+    rest = 1
+    for d in shape[1:]:
+        rest *= int(d)
+    return rows, rest, -(-rows // size)
+
+
+def to_owners(shards: Sequence[Sequence[torch.Tensor]], shapes: Sequence[tuple], owners, group,
+              communication: torch.dtype | None) -> dict[int, list[torch.Tensor]]:
+    """Whole tensors at their owners from ``Shard(0)`` shards, by one ``all_to_all``.
+
+    ``shards[j]`` are this rank's shards of the tensors of parameter ``j`` (its gradient,
+    its value), ``shapes[j]`` their whole shape and ``owners[j]`` the rank assembling
+    them. Returns ``{j: [whole tensors]}`` for the parameters this rank owns.
+    """
+    size, rank = dist.get_world_size(group), dist.get_rank(group)
+    dtype = communication or shards[0][0].dtype
+    like = shards[0][0]
+    send, splits_in = [], [0] * size
+    for j in sorted(range(len(shapes)), key=lambda j: owners[j]):
+        _, rest, pad = _slot(shapes[j], size)
+        for t in shards[j]:
+            block = like.new_zeros((pad, rest), dtype=dtype)
+            block[:t.shape[0] if t.ndim else 1] = t.reshape(-1, rest)
+            send.append(block.reshape(-1))
+            splits_in[owners[j]] += pad * rest
+    mine = [j for j in range(len(shapes)) if owners[j] == rank]
+    per_source = sum(len(shards[j]) * _slot(shapes[j], size)[2] * _slot(shapes[j], size)[1]
+                     for j in mine)
+    recv = like.new_empty((size * per_source,), dtype=dtype)
+    dist.all_to_all_single(recv, torch.cat(send) if send else like.new_empty(0, dtype=dtype),
+                           [per_source] * size, splits_in, group=group)
+    return _assembled(recv.view(size, per_source), mine, shards, shapes, size, like.dtype)
+
+
+def _assembled(recv, mine, shards, shapes, size, dtype):
+    """Each owned parameter's whole tensors from the slots every source sent."""
+    out, at = {}, 0
+    for j in mine:
+        rows, rest, pad = _slot(shapes[j], size)
+        held = shard_rows(rows, size)
+        out[j] = []
+        for _ in shards[j]:
+            parts = [recv[s, at:at + pad * rest].view(pad, rest)[:held[s]] for s in range(size)]
+            out[j].append(torch.cat(parts).reshape(shapes[j]).to(dtype))
+            at += pad * rest
+    return out
+
+
+def from_owners(whole: dict[int, torch.Tensor], shapes: Sequence[tuple], owners, group,
+                communication: torch.dtype | None, like: torch.Tensor) -> list[torch.Tensor]:
+    """This rank's ``Shard(0)`` rows of every parameter's result, sent by its owner."""
+    size, rank = dist.get_world_size(group), dist.get_rank(group)
+    dtype = communication or like.dtype
+    send = []
+    for s in range(size):
+        for j in sorted(whole):
+            rows, rest, pad = _slot(shapes[j], size)
+            top, held = offsets(shard_rows(rows, size)), shard_rows(rows, size)
+            block = like.new_zeros((pad, rest), dtype=dtype)
+            block[:held[s]] = whole[j].reshape(rows, rest)[top[s]:top[s] + held[s]]
+            send.append(block.reshape(-1))
+    per_dest = sum(_slot(shapes[j], size)[2] * _slot(shapes[j], size)[1] for j in whole)
+    order = sorted(range(len(shapes)), key=lambda j: owners[j])
+    splits_out = [0] * size
+    for j in order:
+        rows, rest, pad = _slot(shapes[j], size)
+        splits_out[owners[j]] += pad * rest
+    recv = like.new_empty((sum(splits_out),), dtype=dtype)
+    dist.all_to_all_single(recv, torch.cat(send) if send else like.new_empty(0, dtype=dtype),
+                           splits_out, [per_dest] * size, group=group)
+    out, at = [None] * len(shapes), 0
+    for j in order:
+        rows, rest, pad = _slot(shapes[j], size)
+        mine = shard_rows(rows, size)[rank]
+        local_shape = (mine, *shapes[j][1:]) if len(shapes[j]) else ()
+        out[j] = recv[at:at + pad * rest].view(pad, rest)[:mine].reshape(local_shape).to(like.dtype)
+        at += pad * rest
+    return out
+
+
+def share(whole: dict[int, torch.Tensor], shapes: Sequence[tuple], owners, group,
+          communication: torch.dtype | None, like: torch.Tensor) -> list[torch.Tensor]:
+    """Every parameter's result on every rank, from its owner, by one ``all_gather``."""
+    size = dist.get_world_size(group)
+    dtype = communication or like.dtype
+    numel = [math.prod(s) for s in shapes]
+    lengths = [sum(numel[j] for j in range(len(shapes)) if owners[j] == r) for r in range(size)]
+    width = max(lengths)
+    send = like.new_zeros((width,), dtype=dtype)
+    if whole:
+        flat = torch.cat([whole[j].reshape(-1).to(dtype) for j in sorted(whole)])
+        send[:flat.numel()] = flat
+    recv = like.new_empty((size, width), dtype=dtype)
+    _gather(recv.view(-1), send, group=group)
+    out, at = [None] * len(shapes), [0] * size
+    for j in range(len(shapes)):
+        r = owners[j]
+        out[j] = recv[r, at[r]:at[r] + numel[j]].reshape(shapes[j]).to(like.dtype)
+        at[r] += numel[j]
+    return out

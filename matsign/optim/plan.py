@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 __all__ = ["DEFAULT_BYTES", "LAYOUTS", "MODELS", "SCHEMES", "Cost", "cost", "model_shapes",
-           "newton_schulz_flops", "offsets", "split"]
+           "newton_schulz_flops", "offsets", "root_flops", "split"]
 
 SCHEMES = ("matsign", "round_robin", "gather", "dion")
 """The schemes `cost` models, in the order the command line prints them."""
@@ -67,6 +67,34 @@ def newton_schulz_flops(shape: Sequence[int], steps: int = 5) -> int:
     for d in lead:
         count *= d
     return count * steps * (4 * a * a * b + 2 * a ** 3)
+
+
+def root_flops(layout) -> int:
+    """Flops of one refresh of a parameter's Kronecker roots or eigenbases (Shampoo, SOAP).
+
+    Parameters
+    ----------
+    layout : matsign.kron.KronLayout
+        The parameter's blocked view (`matsign.kron.kron_layout`).
+
+    Returns
+    -------
+    int
+        About ``10 b^3`` (a symmetric eigendecomposition) per block of size ``b`` of
+        every preconditioned mode, times the number of such blocks.
+
+    Examples
+    --------
+    >>> from matsign.kron import kron_layout
+    >>> from matsign.optim.plan import root_flops
+    >>> root_flops(kron_layout((4, 8))) == 10 * (4**3 + 8**3)
+    True
+    """
+    blocks = 1
+    for g in layout.grid:
+        blocks *= int(g)
+    return sum(10 * blocks * int(b) ** 3
+               for b, kept in zip(layout.block, layout.preconditioned, strict=True) if kept)
 
 
 def split(counts: Sequence[int], costs: Sequence[float], ranks: int) -> tuple[tuple[int, ...], ...]:

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import torch
+import torch.distributed as dist
 
+from ..kron import kron_layout
 from ..polynomials import Schedule
 from . import _torch_distributed as distributed
 from ._base import (
@@ -35,7 +38,7 @@ from ._base import (
     step_stacks,
     unstack,
 )
-from .plan import newton_schulz_flops, split
+from .plan import newton_schulz_flops, root_flops, split
 from .shampoo import scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
     SHAPE_SCALES,
@@ -223,13 +226,9 @@ class _StepperOptimizer(torch.optim.Optimizer):
         return loss
 
     def _step_group(self, index, group):
-        params = tuple(p for p in group["params"] if p.grad is not None)
+        params = self._with_gradients(group)
         if not params:
             return
-        for p in params:
-            if torch.is_complex(p) or p.grad.is_sparse:
-                msg = f"{type(self).__name__} supports real dense gradients only"
-                raise RuntimeError(msg)
         stepper = self._stepper(group)
         held = self._held.get(index)
         if held is None or not self._intact(held, params):
@@ -261,6 +260,15 @@ class _StepperOptimizer(torch.optim.Optimizer):
             self._apply(members, directions, self._scale(whole, group), skip, group)
         self._held[index] = self._installed(held._replace(states=states), group)
 
+    def _with_gradients(self, group):
+        """The group's parameters that have gradients (real and dense, or raise)."""
+        params = tuple(p for p in group["params"] if p.grad is not None)
+        for p in params:
+            if torch.is_complex(p) or p.grad.is_sparse:
+                msg = f"{type(self).__name__} supports real dense gradients only"
+                raise RuntimeError(msg)
+        return params
+
     def _work(self, unit, held, group):
         """The ``work(fn, stack)`` of a stack shared over ``held.group`` as ``unit``."""
         options = {"counts": unit.counts, "group": held.group,
@@ -277,14 +285,18 @@ class _StepperOptimizer(torch.optim.Optimizer):
                    for p, entries in zip(params, held.entries, strict=True)
                    for name, value in entries.items())
 
-    def _stacked(self, stepper, params, group):
-        """The engine's stacks of ``params``, their states and how the ranks share them."""
+    def _stacked(self, stepper, params, group, whole=False):
+        """The engine's stacks of ``params``, their states and how the ranks share them.
+
+        ``whole``: the states are those of whole parameters (an owner's, see `Shampoo`),
+        not of this rank's shards.
+        """
         where = [distributed.placement(p, self._process_group) for p in params]
         items = list(enumerate(params))
         groups = (group_keys(items, group.get("reshape", "batch"),
                              label=lambda i, p: where[i])  # sharded and plain apart
                   if self._stack else tuple((where[i], (i,)) for i, _ in items))
-        states = tuple(self._stacked_state(stepper, [params[i] for i in keys], group)
+        states = tuple(self._stacked_state(stepper, [params[i] for i in keys], group, whole)
                        for _, keys in groups)
         spread = {w.group for w in where} - {None}
         if len(spread) > 1:
@@ -311,9 +323,9 @@ class _StepperOptimizer(torch.optim.Optimizer):
             units[i] = _Unit(per_rank, view[0] if groups[i][0].sharded else None)
         return tuple(units)
 
-    def _stacked_state(self, stepper, members, group):
+    def _stacked_state(self, stepper, members, group, whole=False):
         """The stack's state: each member's entries (``init`` where it has none), stacked."""
-        here = [distributed.local(p) for p in members]
+        here = [_held_as(p, whole) for p in members]
         view = _view(here[0], group)
         fresh = stepper.init(here[0].reshape(view))
         skeleton = _map_entries(fresh, _Slot)
@@ -332,15 +344,17 @@ class _StepperOptimizer(torch.optim.Optimizer):
             values.append(state)
         return _map_entries(skeleton, lambda name, _: _stack_entry([v[name] for v in values]))
 
-    def _installed(self, held, group):
+    def _installed(self, held, group, whole=False):
         """``held`` with each parameter's state entries set to views of the stacks."""
         entries = [{} for _ in held.params]
         for (_, keys), state in zip(held.groups, held.states, strict=True):
             for name, value in _entries(state).items():
                 for i, part in zip(keys, _parts(value, len(keys)), strict=True):
                     p = held.params[i]
-                    part = _as_shaped(part, distributed.local(p), group)
-                    self.state[p][name] = entries[i][name] = distributed.like(part, p)
+                    part = _as_shaped(part, _held_as(p, whole), group)
+                    if not whole:
+                        part = distributed.like(part, p)
+                    self.state[p][name] = entries[i][name] = part
         return held._replace(entries=tuple(entries))
 
     def _scale(self, view, group):  # numpydoc ignore=PR01,RT01
@@ -376,6 +390,14 @@ def _scalar(value, like):
 def _view(p, group):
     """The shape the stepper sees for ``p`` (Muon's ``reshape``; others: ``p``'s own)."""
     return matrix_shape(p.shape, group.get("reshape", "batch"))
+
+
+def _held_as(p, whole):
+    """What this rank's state of ``p`` is shaped after: its shard, or the whole of ``p``."""
+    if whole and distributed.local(p) is not p:
+        mine = distributed.local(p)
+        return torch.zeros(p.shape, dtype=mine.dtype, device=mine.device)
+    return distributed.local(p)
 
 
 def _as_shaped(part, p, group):
@@ -682,12 +704,88 @@ class _KronOptimizer(_StepperOptimizer):
                    f"{self.direction.__name__} takes {list(known)}")
             raise ValueError(msg)
         options = {**known, **options}
+        self._owners_cache = {}
         defaults = {"lr": lr, "weight_decay": weight_decay, **options,
                     "maximize": maximize, "nonfinite": nonfinite,
                     "communication_dtype": communication_dtype}
         super().__init__(params, defaults, process_group)
         for group in self.param_groups:
             self._stepper(group)  # the stepper checks its options: now, not at step 1
+
+    def _step_group(self, index, group):
+        """One step; over a process group, each parameter's direction is its owner's."""
+        params = self._with_gradients(group)
+        where = [distributed.placement(p, self._process_group) for p in params]
+        spread = {w.group for w in where} - {None}
+        if not spread:
+            super()._step_group(index, group)
+            return
+        if len(spread) > 1:
+            msg = f"{type(self).__name__}: the parameters lie on {len(spread)} process groups"
+            raise ValueError(msg)
+        self._step_owned(index, group, params, where, spread.pop())
+
+    def _step_owned(self, index, group, params, where, process_group):
+        """Owners (balanced by root flops) compute whole parameters' directions; all apply."""
+        grads = [distributed.local(-p.grad if group["maximize"] else p.grad) for p in params]
+        if group["nonfinite"] != "ignore":
+            finite = distributed.agree(all_finite(grads, xp=torch), process_group)
+            check_nonfinite(finite, group["nonfinite"], where=f"a {type(self).__name__} group")
+            if not bool(finite):  # the stepper reads its step on the host anyway
+                return
+        here = [distributed.local(p) for p in params]
+        owners = self._owners(index, params, group, process_group)
+        rank = dist.get_rank(process_group)
+        whole = {j: (grads[j], here[j]) for j in range(len(params))
+                 if owners[j] == rank and not where[j].sharded}
+        sharded = [j for j, w in enumerate(where) if w.sharded]
+        comm = group["communication_dtype"]
+        if sharded:
+            got = distributed.to_owners([(grads[j], here[j]) for j in sharded],
+                                        [tuple(params[j].shape) for j in sharded],
+                                        [owners[j] for j in sharded], process_group, comm)
+            whole.update({sharded[i]: tuple(pair) for i, pair in got.items()})
+        mine = sorted(whole)
+        owned = tuple(params[j] for j in mine)
+        stepper = self._stepper(group)
+        held = self._held.get(index)
+        if held is None or not self._intact(held, owned):
+            held = self._stacked(stepper, owned, group, whole=True)
+        U, states, _ = step_stacks([stepper] * len(mine), [whole[j][0] for j in mine],
+                                   held.states, [whole[j][1] for j in mine],
+                                   nonfinite="ignore", where="", xp=torch)
+        self._held[index] = self._installed(held._replace(states=states), group, whole=True)
+        directions = self._shared(dict(zip(mine, U, strict=True)), params, where, owners,
+                                  process_group, comm)
+        for p, u in zip(here, directions, strict=True):
+            self._apply([p], [u], 1.0, None, group)
+
+    def _shared(self, directions, params, where, owners, process_group, comm):
+        """Every parameter's direction here (its shard under FSDP2), from its owner."""
+        out = [None] * len(params)
+        for sharded in (True, False):
+            js = [j for j, w in enumerate(where) if w.sharded == sharded]
+            if not js:
+                continue
+            move = distributed.from_owners if sharded else distributed.share
+            got = move({i: directions[j] for i, j in enumerate(js) if j in directions},
+                       [tuple(params[j].shape) for j in js], [owners[j] for j in js],
+                       process_group, comm, distributed.local(params[js[0]]))
+            for j, u in zip(js, got, strict=True):
+                out[j] = u
+        return out
+
+    def _owners(self, index, params, group, process_group):
+        """Each parameter's owner rank, balancing the root flops (cached per shapes)."""
+        layouts = [kron_layout(tuple(p.shape), max_dim=group["max_dim"],
+                               max_precond_dim=group["max_precond_dim"]) for p in params]
+        key = (tuple(layouts), distributed.size(process_group))
+        cached = self._owners_cache.get(index)
+        if cached is None or cached[0] != key:
+            counts = split([1] * len(params),
+                           [root_flops(lay) + math.prod(lay.shape) for lay in layouts], key[1])
+            self._owners_cache[index] = (key, tuple(c.index(1) for c in counts))
+        return self._owners_cache[index][1]
 
     @classmethod
     def _options(cls):
