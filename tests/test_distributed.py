@@ -187,6 +187,42 @@ def _scenario_checkpoint(name):
     return {"equal": all(torch.equal(a, b) for a, b in zip(got, want, strict=True))}
 
 
+def _scenario_flops(layout):
+    """Newton–Schulz flops each rank computes in a Muon step on GPT-2 small's structure.
+
+    Width 8 instead of 768 (the same 12 blocks of four d x d, d x 4d and 4d x d): the
+    balance depends on the shapes' proportions only. Counted by wrapping the iteration.
+    """
+    import matsign.optim.transforms as transforms
+
+    counted = []
+
+    def counting(G, *args, **kwargs):
+        *lead, m, n = G.shape
+        a, b = min(m, n), max(m, n)
+        counted.append(math.prod(lead) * 5 * (4 * a * a * b + 2 * a ** 3))
+        return newton_schulz(G, *args, **kwargs)
+
+    newton_schulz, transforms.newton_schulz = transforms.newton_schulz, counting
+    try:
+        d = 8
+        shapes = [(d, d)] * 4 * 12 + [(d, 4 * d)] * 12 + [(4 * d, d)] * 12
+        if layout == "sharded":
+            _, params = _sharded_params(shapes)
+            opt = _optimizer("Muon", params)
+        else:
+            params = [torch.nn.Parameter(w) for w in _initial(shapes)]
+            opt = _optimizer("Muon", params, process_group=dist.group.WORLD)
+        _set_gradients(params, _gradients(shapes, 0), layout == "sharded")
+        opt.step()
+    finally:
+        transforms.newton_schulz = newton_schulz
+    mine = torch.tensor([float(sum(counted))], dtype=torch.float64)
+    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    return {"flops": [float(f) for f in every]}
+
+
 OPTIMIZERS = ["Muon", "AdamW", "Lion", "Shampoo", "SOAP"]
 LAYOUTS = ["replicated", "sharded"]
 CHECKPOINTED = ["Muon", "AdamW"]  # Shampoo: see the docs (DCP's zero-gradient first step)
@@ -202,6 +238,8 @@ def _scenarios():
         out[f"nan/Muon/{layout}"] = (_scenario_nan, "Muon", layout)
     out["nan/AdamW/sharded"] = (_scenario_nan, "AdamW", "sharded")
     out["nan/Shampoo/sharded"] = (_scenario_nan, "Shampoo", "sharded")
+    for layout in LAYOUTS:
+        out[f"flops/{layout}"] = (_scenario_flops, layout)
     for name in CHECKPOINTED:
         out[f"checkpoint/{name}"] = (_scenario_checkpoint, name)
     return out
@@ -284,3 +322,12 @@ def test_a_nan_on_one_rank_skips_the_step_on_every_rank(ranks, key):
 @pytest.mark.parametrize("name", CHECKPOINTED)
 def test_checkpoint_resumes_bit_for_bit(ranks, name):
     assert _result(ranks, f"checkpoint/{name}")["equal"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_muon_flops_are_balanced_on_gpt2_small(ranks, layout):
+    flops = _result(ranks, f"flops/{layout}")["flops"]
+    d = 8  # per block: four d x d (5 * 6 d^3 each), d x 4d and 4d x d (5 * 18 d^3 each)
+    total = 12 * (4 * 30 + 2 * 90) * d ** 3
+    assert sum(flops) == total  # every matrix computed once, by one rank
+    assert max(flops) == min(flops) == total / len(flops)  # 48, 12, 12 split evenly
