@@ -8,6 +8,11 @@
 `matsign.optim.scale_by_shampoo` and `matsign.optim.scale_by_soap`. This is the one
 module of matsign, besides the backend layer, that imports torch.
 
+On several processes, every optimizer takes ``process_group=`` (DDP: replicated
+parameters) or finds the mesh of its ``DTensor`` parameters (FSDP2, ``Shard(0)``) and
+shares the matrix work across the ranks (the transports are in
+``matsign.optim._torch_distributed``; see the guide page "Distributed training").
+
 A stepper's state (a NamedTuple, possibly nesting tuples and NamedTuples) is kept per
 parameter as a flat dict of *entries*: its tensors and bare Python numbers, named by
 their path (``exp_avg``, ``factors.factors.0``). ``None`` and tuples of plain values
@@ -492,6 +497,14 @@ class Muon(_StepperOptimizer):
         None uses matsign's kernels (Gram space for wide and tall matrices, symmetric
         products, a matrix at a time where the CPU's batched products lose): the
         same iteration, rounded differently, no further from ``U V^T``.
+    process_group : ProcessGroup or DeviceMesh, optional
+        Spread the matrix work over this group's ranks: each rank orthogonalises a
+        flops-balanced share of every stack and the results are all-gathered (DDP,
+        replicated parameters). DTensor parameters (FSDP2, ``Shard(0)``) use their own
+        mesh without it. See the guide page "Distributed training".
+    communication_dtype : torch.dtype, optional
+        Dtype of the matrices sent between ranks; default ``ns_dtype`` (the iteration's
+        own rounding: exact), or the parameters' dtype when ``ns_dtype`` is None.
 
     Notes
     -----
@@ -585,6 +598,10 @@ class AdamW(_StepperOptimizer):
         Mask the Adam direction where it disagrees in sign with the gradient.
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
         See `Muon`.
+    process_group : ProcessGroup or DeviceMesh, optional
+        The ranks sharing the step (see `Muon`); DTensor parameters use their mesh.
+    communication_dtype : torch.dtype, optional
+        Dtype of what is sent between ranks; default the parameters' dtype.
 
     Examples
     --------
@@ -643,6 +660,10 @@ class Lion(_StepperOptimizer):
         Mask the direction where it disagrees in sign with the gradient.
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
         See `Muon`.
+    process_group : ProcessGroup or DeviceMesh, optional
+        The ranks sharing the step (see `Muon`); DTensor parameters use their mesh.
+    communication_dtype : torch.dtype, optional
+        Dtype of what is sent between ranks; default the parameters' dtype.
 
     References
     ----------
@@ -851,6 +872,12 @@ class Shampoo(_KronOptimizer):
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
         If a gradient of the group holds inf or NaN: skip the group's step (parameters
         and state unchanged), raise ValueError, or go on (the inverse roots then raise).
+    process_group : ProcessGroup or DeviceMesh, optional
+        The ranks sharing the step; DTensor parameters (FSDP2) use their own mesh.
+        Each parameter then has an owner rank (balanced by the flops of its roots),
+        which keeps its state and computes its direction; the directions are shared.
+    communication_dtype : torch.dtype, optional
+        Dtype of what is sent between ranks; default the parameters' dtype.
     **options
         The keyword arguments of `matsign.optim.scale_by_shampoo`, with its defaults:
         ``b1=0.9``, ``b2=0.999``, ``eps=1e-8`` (Adam's moments), ``beta=None`` (sum the
@@ -930,6 +957,12 @@ class SOAP(_KronOptimizer):
         Ascend instead of descend.
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
         See `Shampoo`.
+    process_group : ProcessGroup or DeviceMesh, optional
+        The ranks sharing the step; DTensor parameters (FSDP2) use their own mesh.
+        Each parameter then has an owner rank (balanced by the flops of its roots),
+        which keeps its state and computes its direction; the directions are shared.
+    communication_dtype : torch.dtype, optional
+        Dtype of what is sent between ranks; default the parameters' dtype.
     **options
         The keyword arguments of `matsign.optim.scale_by_soap`, with its defaults:
         ``b1``, ``b2``, ``eps`` (Adam's moments), ``beta`` (EMA of the factors),
