@@ -34,11 +34,14 @@ sees both the explicit ``torch.distributed`` calls (as ``c10d`` ops, e.g.
 ``alltoall_base_``) and the functional collectives DTensor issues (``_c10d_functional``
 ops), counted with the bandwidth-optimal algorithms' traffic per rank: all_gather
 ``(R-1) x input``, all_reduce ``2 (R-1)/R x input``, reduce_scatter ``(R-1)/R x input``,
-all_to_all the input less the rank's own split. (``CommDebugMode`` counts the same ops,
-but calls only, not bytes.) Rows (`BYTE_ROWS`): ``matsign-fsdp2`` (the transport of
+all_to_all the input less the rank's own split. ``CommDebugMode`` watches the same step
+and counts calls only, not bytes; it sees the transport's explicit ``all_to_all_single``
+too (as ``c10d.alltoall_base_``), and its totals match the calls counted here, so no
+collective needs wrapping. Rows (`BYTE_ROWS`): ``matsign-fsdp2`` (the transport of
 ``matsign.optim.torch.Muon`` on the FSDP2 parameters), ``implicit-dtensor`` (the
 functional engine ``matsign.optim.multi(matsign.optim.muon(...))`` applied to the DTensor
-gradients themselves: whatever DTensor's sharding propagation redistributes),
+gradients themselves: whatever DTensor's sharding propagation redistributes; on gloo
+DTensor replaces all_to_all by all_gather and a local chunk, and says so in a warning),
 ``minimum-fsdp2`` (each matrix once to its owner and once back:
 ``2 (R-1)/R x elements x bytes`` per matrix), and for the replicated layout
 ``matsign-ddp``, ``jordan-2p`` and ``minimum-ddp`` (each updated matrix once from its
@@ -56,6 +59,7 @@ here (no gloo, no FSDP2, a matsign without ``process_group``) raise
 import argparse
 import contextlib
 import inspect
+import json
 import os
 import queue
 import socket
@@ -116,12 +120,17 @@ def _matrices(width):
     return matrices
 
 
-def _matsign_muon(params, *, process_group=None):
-    """matsign's Muon over ``params`` with every row's options."""
+def _matsign_muon(params, *, distributed=False, process_group=None):
+    """matsign's Muon over ``params`` with every row's options.
+
+    ``distributed``: the row needs matsign's torch.distributed support (a Muon with
+    ``process_group``); DTensor parameters take their mesh's group (``process_group``
+    None), replicated ones the ``process_group`` given.
+    """
     from matsign.optim.torch import Muon
 
     options = {}
-    if process_group is not None:
+    if distributed:
         if "process_group" not in inspect.signature(Muon).parameters:
             raise NotImplementedError("matsign.optim.torch.Muon takes no process_group here")
         options["process_group"] = process_group
@@ -163,10 +172,9 @@ def build_step(row, width):
         opt = (_matsign_muon(matrices) if row == "matsign-1p"
                else JordanMuon(matrices, lr=LR, ns_dtype=None))
     elif row in ("matsign-ddp-2p", "matsign-ddp"):
-        opt = _matsign_muon(_matrices(width), process_group=dist.group.WORLD)
+        opt = _matsign_muon(_matrices(width), distributed=True, process_group=dist.group.WORLD)
     elif row in ("matsign-fsdp2-2p", "matsign-fsdp2"):
-        params = _fsdp2_matrices(width)
-        opt = _matsign_muon(params, process_group=dist.group.WORLD)
+        opt = _matsign_muon(_fsdp2_matrices(width), distributed=True)
     elif row == "jordan-2p":
         opt = JordanMuon(_matrices(width), lr=LR, ns_dtype=None,
                          process_group=dist.group.WORLD)
@@ -296,8 +304,11 @@ def _step_worker(index, roles, width, commands, results):
 def measure_steps(width=256, steps=5, rows=ROWS, timeout=TIMEOUT):
     """Seconds per Muon step of each row, interleaved over ``steps`` rounds.
 
-    Returns ``{"seconds": {row: [per round]}, "unavailable": {row: reason}}``.
+    Returns ``{"seconds": {row: [per round]}, "unavailable": {row: reason},
+    "load": (before, after)}``, the load being the 1-minute load average when the
+    processes start and when the last round ends.
     """
+    load = _load()
     roles = _roles(rows)
     ctx = mp.get_context("spawn")
     commands = [ctx.SimpleQueue() for _ in roles]
@@ -323,10 +334,19 @@ def measure_steps(width=256, steps=5, rows=ROWS, timeout=TIMEOUT):
         finally:
             for i in range(len(roles)):
                 commands[i].put("stop")
-        return {"seconds": seconds, "unavailable": unavailable}
+        return {"seconds": seconds, "unavailable": unavailable, "load": _load()}
 
-    return _run_bounded(_step_worker, (roles, str(width), commands, results), len(roles),
-                        deadline, collect)
+    result = _run_bounded(_step_worker, (roles, str(width), commands, results), len(roles),
+                          deadline, collect)
+    result["load"] = (load, result["load"])
+    return result
+
+
+def _load():
+    """The 1-minute load average (other processes share these cores), or None."""
+    with contextlib.suppress(OSError, AttributeError):
+        return os.getloadavg()[0]
+    return None
 
 
 def ratio(seconds, row, reference):
@@ -424,7 +444,12 @@ class CollectiveBytes(TorchDispatchMode):
 
 
 def _bytes_worker(rank, world, port, width, rows, results):
-    """Each row: build, one step uncounted, one step counted; send the counts."""
+    """Each row: build, one step uncounted, one step counted; send the counts.
+
+    ``CommDebugMode`` watches the counted step too, as a check on the calls counted.
+    """
+    from torch.distributed.tensor.debug import CommDebugMode
+
     _join_group(rank, world, port)
     try:
         counts = {}
@@ -436,10 +461,11 @@ def _bytes_worker(rank, world, port, width, rows, results):
                 continue
             step()
             dist.barrier()
-            with CollectiveBytes(rank, world) as counter:
+            with CommDebugMode() as debug, CollectiveBytes(rank, world) as counter:
                 step()
             counts[row] = {"calls": counter.calls, "bytes": counter.bytes,
-                           "uncounted": sorted(counter.uncounted)}
+                           "uncounted": sorted(counter.uncounted),
+                           "comm_debug_calls": debug.get_total_counts()}
         results.put((rank, counts))
     finally:
         _leave_group(world)
@@ -481,7 +507,8 @@ def measure_bytes(width=256, timeout=TIMEOUT):
         report[row] = {"bytes": sum(sum(per_rank[r][row]["bytes"].values())
                                     for r in range(WORLD)),
                        "calls": per_rank[0][row]["calls"],
-                       "uncounted": per_rank[0][row]["uncounted"]}
+                       "uncounted": per_rank[0][row]["uncounted"],
+                       "comm_debug_calls": per_rank[0][row]["comm_debug_calls"]}
     for layout in ("fsdp2", "ddp"):
         report[f"minimum-{layout}"] = {"bytes": minimum_bytes(width, layout)}
     return report
@@ -583,9 +610,15 @@ def _cpu_model():
     return "unknown CPU"
 
 
+def _format(load):
+    return "unknown" if load is None else f"{load:.1f}"
+
+
 def print_steps(result, width, steps):
     print(f"Muon step, GPT-2-like matrices at width {width}, float32, {steps} rounds; "
-          f"{_cpu_model()}, 1 torch thread per process, torch {torch.__version__}")
+          f"{_cpu_model()}, {os.cpu_count()} CPUs, 1 torch thread per process, "
+          f"torch {torch.__version__}; 1-minute load average {_format(result['load'][0])} "
+          f"at the start, {_format(result['load'][1])} after the last round")
     seconds = result["seconds"]
     print(f"{'row':<20}{'processes':>10}{'median s':>12}{'min s':>10}")
     for row, values in seconds.items():
@@ -602,7 +635,7 @@ def print_steps(result, width, steps):
 def print_bytes(report, width):
     print(f"Collective bytes of one Muon step, width {width}, {WORLD} ranks, "
           "all ranks together")
-    print(f"{'row':<20}{'MB':>12}{'/ least':>10}  calls per rank")
+    print(f"{'row':<20}{'MB':>12}{'/ least':>12}  calls per rank (CommDebugMode's total)")
     for row in BYTE_ROWS:
         entry = report[row]
         if isinstance(entry, str):
@@ -611,7 +644,9 @@ def print_bytes(report, width):
         least = report[BYTE_MINIMUM[row]]["bytes"]
         calls = ", ".join(f"{op} {n}" for op, n in sorted(entry.get("calls", {}).items()))
         extra = f" (no byte rule: {entry['uncounted']})" if entry.get("uncounted") else ""
-        print(f"{row:<20}{entry['bytes'] / 1e6:>12.2f}{entry['bytes'] / least:>10.3f}  "
+        if "comm_debug_calls" in entry:
+            extra += f" ({entry['comm_debug_calls']})"
+        print(f"{row:<20}{entry['bytes'] / 1e6:>12.3f}{entry['bytes'] / least:>12.6f}  "
               f"{calls}{extra}")
 
 
@@ -623,13 +658,19 @@ def main(argv=None):
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows")
     parser.add_argument("--no-bytes", action="store_true", help="skip the byte counts")
     parser.add_argument("--no-times", action="store_true", help="skip the step times")
+    parser.add_argument("--json", help="also write the measurements to this file")
     args = parser.parse_args(argv)
+    measured = {"width": args.width, "cpu": _cpu_model()}
     if not args.no_times:
         rows = args.rows.split(",")
-        result = measure_steps(args.width, args.steps, rows=rows, timeout=args.timeout)
-        print_steps(result, args.width, args.steps)
+        measured["steps"] = measure_steps(args.width, args.steps, rows=rows,
+                                          timeout=args.timeout)
+        print_steps(measured["steps"], args.width, args.steps)
     if not args.no_bytes:
-        print_bytes(measure_bytes(args.width, timeout=args.timeout), args.width)
+        measured["bytes"] = measure_bytes(args.width, timeout=args.timeout)
+        print_bytes(measured["bytes"], args.width)
+    if args.json:
+        Path(args.json).write_text(json.dumps(measured, indent=1))
 
 
 if __name__ == "__main__":
