@@ -150,6 +150,17 @@ def _scenario_matches(name, layout):
             "same_on_every_rank": _same_on_every_rank(got)}
 
 
+def _scenario_buckets(name):
+    """DDP with buckets of a few hundred elements: many all_gathers in flight per step."""
+    import matsign.optim._torch_distributed as transport
+
+    bucket, transport.BUCKET = transport.BUCKET, 200
+    try:
+        return _scenario_matches(name, "replicated")
+    finally:
+        transport.BUCKET = bucket
+
+
 def _scenario_nan(name, layout):
     got = _run(name, layout, nan_step=3)
     return {"relative": _relative(got, _reference(name, nan_step=3)),
@@ -240,6 +251,8 @@ def _scenarios():
     out["nan/Shampoo/sharded"] = (_scenario_nan, "Shampoo", "sharded")
     for layout in LAYOUTS:
         out[f"flops/{layout}"] = (_scenario_flops, layout)
+    out["buckets/Muon"] = (_scenario_buckets, "Muon")
+    out["buckets/Muon-bfloat16"] = (_scenario_buckets, "Muon-bfloat16")
     for name in CHECKPOINTED:
         out[f"checkpoint/{name}"] = (_scenario_checkpoint, name)
     return out
@@ -300,6 +313,13 @@ def _result(ranks, key):
 def test_distributed_step_matches_the_single_process_run(ranks, name, layout):
     found = _result(ranks, f"matches/{name}/{layout}")
     assert found["relative"] <= 1e-5  # float32 compute, 10 steps
+    assert found["same_on_every_rank"]
+
+
+@pytest.mark.parametrize("name", ["Muon", "Muon-bfloat16"])
+def test_replicated_results_gathered_a_bucket_at_a_time_match(ranks, name):
+    found = _result(ranks, f"buckets/{name}")  # every stack in a bucket of its own or two
+    assert found["relative"] <= 1e-5
     assert found["same_on_every_rank"]
 
 

@@ -377,7 +377,7 @@ def unstack(
 def step_stacks(
     steppers: Sequence[Stepper], grads: Sequence[Array], states: Sequence[Any],
     params: Sequence[Array] | None = None, *, nonfinite: str, where: str, xp: Namespace,
-    finite: Array | None = None,
+    finite: Array | None = None, finish: Callable[[], None] | None = None,
 ) -> tuple[list[Array], tuple[Any, ...], Array]:
     """One step of each stack's stepper under the non-finite policy: the engine's core.
 
@@ -402,6 +402,10 @@ def step_stacks(
         The 0-d finite flag, when the caller has it already: a distributed adapter
         passes the flag of every process's gradients together (one all-reduce), so
         that all processes skip or raise together. None: computed from ``grads``.
+    finish : callable, optional
+        Called once every stack's update is made, before the directions are read:
+        completes work the steppers' ``work`` callables deferred (a distributed
+        transport gathering every stack's results in one collective fills them here).
 
     Returns
     -------
@@ -430,10 +434,14 @@ def step_stacks(
     directions, new_states = [], []
     for stepper, G, inner, P in zip(steppers, grads, states, params, strict=True):
         U, new = stepper.update(G, inner, P)
-        if skip:
-            U, new = xp.where(finite, U, 0.0), keep_if(finite, new, inner, xp=xp)
         directions.append(U)
         new_states.append(new)
+    if finish is not None:
+        finish()
+    if skip:
+        directions = [xp.where(finite, U, 0.0) for U in directions]
+        new_states = [keep_if(finite, new, inner, xp=xp)
+                      for new, inner in zip(new_states, states, strict=True)]
     return directions, tuple(new_states), finite
 
 

@@ -3,18 +3,21 @@
 A step's matrix work runs on *work units*: the sub-stacks `matsign.optim.plan.split`
 gives each rank. Two transports bring whole matrices to the rank that computes them:
 
-- `gathered` (replicated parameters, DDP): every rank holds every matrix; rank ``r``
-  computes its sub-stack and one ``all_gather`` of a flat buffer shares the results;
+- `Gathering` (replicated parameters, DDP): every rank holds every matrix; rank ``r``
+  computes its sub-stacks and asynchronous ``all_gather`` s of flat buffers, a bucket of
+  stacks at a time, share the results;
 - `exchanged` (FSDP2, ``Shard(0)``): rank ``r`` holds rows of every matrix; one
   ``all_to_all`` brings each matrix's shards to its owner, who computes it, and one
   sends the result's rows back, in a small pipeline of batches (the next batch's
   shards travel while this one is computed). Shards are padded to ``ceil(m / R)`` rows.
 
 Both send in the ``communication`` dtype and return the result in the input's dtype.
+Shampoo and SOAP move whole parameters instead (`to_owners`, `from_owners`, `share`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -24,10 +27,11 @@ import torch.distributed as dist
 
 from .plan import offsets
 
-__all__ = ["Placement", "agree", "exchanged", "gathered", "like", "local", "placement",
-           "shard_rows", "size"]
+__all__ = ["Gathering", "Placement", "agree", "exchanged", "from_owners", "like", "local",
+           "placement", "shard_rows", "share", "size", "to_owners"]
 
 PIPELINE = 4  # batches in flight per stack under FSDP2 (at most)
+BUCKET = 8 * 2**20  # elements per rank in one all_gather of replicated results (about)
 
 _gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
@@ -136,26 +140,82 @@ def _as_stack(x, fn):
     return x.reshape(x.shape[0], x.shape[1], -1), fn, lambda y: y.reshape(x.shape)
 
 
-def gathered(fn: Callable, stacked: torch.Tensor, *, counts: Sequence[int], group,
-             communication: torch.dtype | None) -> torch.Tensor:
-    """``fn`` of a replicated stack, rank ``r`` computing sub-stack ``r``, all-gathered.
+class Gathering:
+    """One step's replicated matrix work: every rank computes its sub-stacks, all share.
 
-    ``counts`` are the matrices per rank (`matsign.optim.plan.split`); every rank gets
-    the same result, equal to ``fn(stacked)`` up to the ``communication`` rounding
-    (none when it is ``fn``'s own compute dtype).
+    Rank ``r`` computes sub-stack ``r`` of every stack (``counts[s]``, from
+    `matsign.optim.plan.split`) and writes it into a flat buffer of its own; consecutive
+    stacks form buckets of about `BUCKET` elements per rank, and each bucket goes by one
+    asynchronous ``all_gather`` as soon as its stacks are computed, while the next ones
+    are. A stack's result is complete after `finish` (`matsign.optim.step_stacks` calls
+    it before reading the directions). Every rank ends with the same results, equal to
+    ``fn`` of the whole stack up to the ``communication`` rounding (none when it is
+    ``fn``'s compute dtype). Buffers pad each rank to the bucket's longest share.
     """
-    X, fn, restore = _as_stack(stacked, fn)
-    rank, width = dist.get_rank(group), max(counts)
-    start = offsets(counts)
-    dtype = communication or stacked.dtype
-    send = X.new_zeros((width, *X.shape[1:]), dtype=dtype)
-    mine = slice(start[rank], start[rank + 1])
-    if counts[rank]:
-        send[:counts[rank]] = fn(X[mine])
-    recv = X.new_empty((len(counts) * width, *X.shape[1:]), dtype=dtype)
-    _gather(recv, send, group=group)
-    parts = [recv[r * width: r * width + c] for r, c in enumerate(counts)]
-    return restore(torch.cat(parts).to(stacked.dtype))
+
+    def __init__(self, counts: Sequence[Sequence[int]], sizes: Sequence[int], group,
+                 communication: torch.dtype | None):
+        self.counts, self.group, self.dtype = [tuple(c) for c in counts], group, communication
+        self.rank = dist.get_rank(group)
+        self.buckets = _buckets(self.counts, sizes)
+        self.lengths = [[sum(self.counts[s][r] * sizes[s] for s in bucket)
+                         for r in range(len(self.counts[0]))] for bucket in self.buckets]
+        self.sizes = sizes
+        self.pending = {}  # stack -> (input stack, its result to fill)
+        self.sends = {}  # bucket -> this rank's flat buffer
+        self.handles = []  # (bucket, received buffer, handle)
+
+    def work(self, s: int) -> Callable:
+        """The ``work(fn, stack)`` of stack ``s`` (see `matsign.optim.orthogonalize`)."""
+        return functools.partial(self._compute, s)
+
+    def _compute(self, s, fn, stacked):
+        X, fn, restore = _as_stack(stacked, fn)
+        b = next(i for i, bucket in enumerate(self.buckets) if s in bucket)
+        dtype = self.dtype or stacked.dtype
+        send = self.sends.setdefault(b, X.new_zeros(max(self.lengths[b]), dtype=dtype))
+        start, at = offsets(self.counts[s]), self._offset(b, s, self.rank)
+        mine = X[start[self.rank]:start[self.rank + 1]]
+        if mine.shape[0]:
+            send[at:at + mine.numel()] = fn(mine).reshape(-1)
+        out = X.new_empty(X.shape)
+        self.pending[s] = out
+        if s == self.buckets[b][-1]:  # the bucket is complete here: send it
+            recv = send.new_empty((len(self.counts[s]), send.numel()))
+            self.handles.append((b, recv, _gather(recv.view(-1), send, group=self.group,
+                                                   async_op=True)))
+        return restore(out)
+
+    def _offset(self, b, s, r):
+        """Where rank ``r``'s part of stack ``s`` starts in its buffer of bucket ``b``."""
+        before = self.buckets[b][:self.buckets[b].index(s)]
+        return sum(self.counts[t][r] * self.sizes[t] for t in before)
+
+    def finish(self):
+        """Wait for every bucket and fill the stacks' results from it."""
+        for b, recv, handle in self.handles:
+            handle.wait()
+            for s in self.buckets[b]:
+                out, start = self.pending[s], offsets(self.counts[s])
+                for r, c in enumerate(self.counts[s]):
+                    at = self._offset(b, s, r)
+                    part = recv[r, at:at + c * self.sizes[s]]
+                    out[start[r]:start[r + 1]] = part.view(c, *out.shape[1:])
+        self.handles = []
+
+
+def _buckets(counts, sizes):
+    """Consecutive stacks grouped until a bucket holds `BUCKET` elements per rank."""
+    buckets, current, held = [], [], 0.0
+    for s, (per_rank, size) in enumerate(zip(counts, sizes, strict=True)):
+        current.append(s)
+        held += sum(per_rank) * size / len(per_rank)
+        if held >= BUCKET:
+            buckets.append(current)
+            current, held = [], 0.0
+    if current:
+        buckets.append(current)
+    return buckets
 
 
 class _Batch(NamedTuple):

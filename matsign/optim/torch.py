@@ -123,6 +123,7 @@ class _Unit(NamedTuple):
 
     counts: tuple  # matrices of the stack each rank computes
     rows: int | None  # None: replicated (all_gather); the rows of a Shard(0) matrix (all_to_all)
+    size: int  # elements of one matrix
 
 
 class _Held(NamedTuple):
@@ -251,12 +252,12 @@ class _StepperOptimizer(torch.optim.Optimizer):
         finite = None
         if held.group is not None and group["nonfinite"] != "ignore":
             finite = distributed.agree(all_finite(G, xp=torch), held.group)
-        steppers = [stepper if unit is None else self._stepper(group, self._work(unit, held, group))
-                    for unit in held.units]
+        works, finish = self._works(held, group)
+        steppers = [stepper if work is None else self._stepper(group, work) for work in works]
         U, states, finite = step_stacks(steppers, G, held.states, P,
                                         nonfinite=group["nonfinite"],
                                         where=f"a {type(self).__name__} group", xp=torch,
-                                        finite=finite)
+                                        finite=finite, finish=finish)
         skip = finite if group["nonfinite"] == "skip" else None
         for (_, keys), u in zip(held.groups, U, strict=True):
             members = [here[i] for i in keys]
@@ -274,13 +275,32 @@ class _StepperOptimizer(torch.optim.Optimizer):
                 raise RuntimeError(msg)
         return params
 
-    def _work(self, unit, held, group):
-        """The ``work(fn, stack)`` of a stack shared over ``held.group`` as ``unit``."""
-        options = {"counts": unit.counts, "group": held.group,
-                   "communication": group["communication_dtype"] or self._compute_dtype(group)}
-        if unit.rows is None:
-            return functools.partial(distributed.gathered, **options)
-        return functools.partial(distributed.exchanged, rows=unit.rows, **options)
+    def _works(self, held, group):
+        """Per stack its ``work(fn, stack)`` (None: all here), and the step's ``finish``.
+
+        Replicated stacks share one `Gathering` (results gathered a bucket at a time,
+        complete at ``finish``); sharded ones go by all_to_all, each complete at return.
+        """
+        if all(unit is None for unit in held.units):
+            return held.units, None
+        comm = group["communication_dtype"] or self._compute_dtype(group)
+        replicated = [i for i, u in enumerate(held.units) if u is not None and u.rows is None]
+        gathering = None
+        if replicated:
+            gathering = distributed.Gathering([held.units[i].counts for i in replicated],
+                                              [held.units[i].size for i in replicated],
+                                              held.group, comm)
+        works = []
+        for i, unit in enumerate(held.units):
+            if unit is None:
+                works.append(None)
+            elif unit.rows is None:
+                works.append(gathering.work(replicated.index(i)))
+            else:
+                works.append(functools.partial(distributed.exchanged, counts=unit.counts,
+                                               rows=unit.rows, group=held.group,
+                                               communication=comm))
+        return works, (None if gathering is None else gathering.finish)
 
     def _intact(self, held, params):
         """Whether ``self.state`` still holds exactly the views installed last step."""
@@ -325,7 +345,8 @@ class _StepperOptimizer(torch.optim.Optimizer):
                        distributed.size(process_group))
         units = [None] * len(groups)
         for i, view, per_rank in zip(shared, views, counts, strict=True):
-            units[i] = _Unit(per_rank, view[0] if groups[i][0].sharded else None)
+            units[i] = _Unit(per_rank, view[0] if groups[i][0].sharded else None,
+                             math.prod(view))
         return tuple(units)
 
     def _stacked_state(self, stepper, members, group, whole=False):
