@@ -402,15 +402,27 @@ def preconditioners(
     Notes
     -----
     All blocks of one mode are one batched call. Recompute these every few steps
-    and reuse them with `precondition` in between, as Shampoo does.
+    and reuse them with `precondition` in between, as Shampoo does. A block whose
+    statistics are all zero (no gradient has reached it yet, or only zero ones) gets a
+    zero preconditioner, without an error: the gradients it would act on are zero, so
+    the direction there is zero whatever the root (selected on the device, no sync).
     """
     layout = state.layout
     exponents = _exponents(exponents, layout)
     matrices = tuple(
-        None if F is None or e == 0 else inverse_root(F, -1.0 / e, xp=xp, **root_options)
+        None if F is None or e == 0 else _inverse_root_or_zero(F, -1.0 / e, root_options, xp)
         for F, e in zip(state.factors, exponents, strict=True)
     )
     return Preconditioners(matrices, layout)
+
+
+def _inverse_root_or_zero(F, p, root_options, xp):
+    """``inverse_root(F, p)`` per block, 0 for an all-zero block (which has no scale)."""
+    xp = _xp.namespace(F, xp=xp)
+    zero = xp.all(F == 0.0, axis=(-2, -1), keepdims=True)
+    eye = xp.eye(F.shape[-1], dtype=F.dtype, device=_xp.device(F))
+    root = inverse_root(xp.where(zero, eye, F), p, xp=xp, **root_options)
+    return xp.where(zero, xp.zeros_like(root), root)
 
 
 def _exponents(exponents, layout):

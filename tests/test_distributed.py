@@ -236,7 +236,7 @@ def _scenario_flops(layout):
 
 OPTIMIZERS = ["Muon", "AdamW", "Lion", "Shampoo", "SOAP"]
 LAYOUTS = ["replicated", "sharded"]
-CHECKPOINTED = ["Muon", "AdamW"]  # Shampoo: see the docs (DCP's zero-gradient first step)
+CHECKPOINTED = ["Muon", "AdamW", "Shampoo", "SOAP"]
 
 
 def _scenarios():

@@ -265,3 +265,26 @@ def test_deprecated_max_iter_passes_through_as_max_steps(backend):
                  atol=100 * eps_of(backend, "float32"), xp=backend.xp)
     with pytest.raises(TypeError, match="both max_steps= and its deprecated spelling max_iter="):
         preconditioners(state, method="newton", max_steps=50, max_iter=50)
+
+
+def test_all_zero_blocks_get_zero_preconditioners_and_others_their_roots(backend):
+    """6 x 8 in blocks of 4 with the second row-block never reached by a gradient: its
+    factor blocks are zero (no scale for a relative ridge), so its preconditioners are 0;
+    the other blocks get ``(F + eps lambda_max I)^(-1/4)`` by float64 eigh."""
+    a = np.zeros((6, 8))
+    a[:4] = RNG.standard_normal((4, 8))
+    G = backend.asarray(a, "float32")
+    state = update_factors(G, init_factors(G, max_dim=4), beta=0.0)
+    pre = preconditioners(state, eps=1e-3, eps_mode="relative")
+    for F, P in zip(state.factors, pre.matrices, strict=True):
+        F, P = host(F), host(P)
+        for index in np.ndindex(*F.shape[:-2]):
+            block = F[index]
+            if not block.any():
+                assert not P[index].any()
+                continue
+            top = np.linalg.eigvalsh(block)[-1]
+            expected = matrix_power(block + 1e-3 * top * np.eye(len(block)), -0.25)
+            np.testing.assert_allclose(P[index], expected, rtol=1e-3,
+                                       atol=1e-3 * abs(expected).max())
+    assert not host(precondition(G, pre))[4:].any()  # the unreached rows stay zero

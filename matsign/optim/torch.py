@@ -154,6 +154,7 @@ class _StepperOptimizer(torch.optim.Optimizer):
 
     _stack = False  # stack same-shape matrices into one call (Muon)
     _decay_in_direction = False  # the stepper's direction includes the decay (Shampoo, SOAP)
+    _whole_state = False  # state of whole parameters, not shards (Shampoo, SOAP)
 
     def __init__(self, params, defaults, process_group=None):  # numpydoc ignore=PR01
         """Set up the parameter groups (see ``torch.optim.Optimizer``)."""
@@ -198,7 +199,7 @@ class _StepperOptimizer(torch.optim.Optimizer):
                 saved = state_dict["state"].get(next(saved_ids), {})
                 if not saved:
                     continue
-                mine = distributed.local(p)
+                mine = self._state_like(p)
                 skeleton = _map_entries(stepper.init(mine.reshape(_view(mine, group))), _Slot)
                 for name, slot in _entries(skeleton).items():
                     if slot.dtype is not None and isinstance(saved.get(name), torch.Tensor):
@@ -310,18 +311,14 @@ class _StepperOptimizer(torch.optim.Optimizer):
                    for p, entries in zip(params, held.entries, strict=True)
                    for name, value in entries.items())
 
-    def _stacked(self, stepper, params, group, whole=False):
-        """The engine's stacks of ``params``, their states and how the ranks share them.
-
-        ``whole``: the states are those of whole parameters (an owner's, see `Shampoo`),
-        not of this rank's shards.
-        """
+    def _stacked(self, stepper, params, group):
+        """The engine's stacks of ``params``, their states and how the ranks share them."""
         where = [distributed.placement(p, self._process_group) for p in params]
         items = list(enumerate(params))
         groups = (group_keys(items, group.get("reshape", "batch"),
                              label=lambda i, p: where[i])  # sharded and plain apart
                   if self._stack else tuple((where[i], (i,)) for i, _ in items))
-        states = tuple(self._stacked_state(stepper, [params[i] for i in keys], group, whole)
+        states = tuple(self._stacked_state(stepper, [params[i] for i in keys], group)
                        for _, keys in groups)
         spread = {w.group for w in where} - {None}
         if len(spread) > 1:
@@ -349,18 +346,19 @@ class _StepperOptimizer(torch.optim.Optimizer):
                              math.prod(view))
         return tuple(units)
 
-    def _stacked_state(self, stepper, members, group, whole=False):
+    def _stacked_state(self, stepper, members, group):
         """The stack's state: each member's entries (``init`` where it has none), stacked."""
-        here = [_held_as(p, whole) for p in members]
+        here = [self._state_like(p) for p in members]
         view = _view(here[0], group)
         fresh = stepper.init(here[0].reshape(view))
         skeleton = _map_entries(fresh, _Slot)
         names = _entries(fresh)
         values = []
         for p, mine in zip(members, here, strict=True):  # self.state changes after a step
+            stored = {name: v for name, v in self.state.get(p, {}).items() if name != "owner"}
             state = ({name: _as_viewed(distributed.local(v), names.get(name))
-                      for name, v in self.state[p].items()}
-                     if self.state.get(p) else _entries(stepper.init(mine.reshape(view))))
+                      for name, v in stored.items()}
+                     if stored else _entries(stepper.init(mine.reshape(view))))
             missing = sorted(set(names) - set(state))
             if missing:
                 msg = (f"{type(self).__name__}: the state of a parameter of shape "
@@ -370,15 +368,23 @@ class _StepperOptimizer(torch.optim.Optimizer):
             values.append(state)
         return _map_entries(skeleton, lambda name, _: _stack_entry([v[name] for v in values]))
 
-    def _installed(self, held, group, whole=False):
+    def _state_like(self, p):  # numpydoc ignore=PR01,RT01
+        """What this rank's state of ``p`` is shaped after: its shard, or the whole ``p``."""
+        mine = distributed.local(p)
+        if not self._whole_state or mine is p:
+            return mine
+        return mine.new_zeros(p.shape)
+
+    def _installed(self, held, group):
         """``held`` with each parameter's state entries set to views of the stacks."""
         entries = [{} for _ in held.params]
         for (_, keys), state in zip(held.groups, held.states, strict=True):
             for name, value in _entries(state).items():
                 for i, part in zip(keys, _parts(value, len(keys)), strict=True):
                     p = held.params[i]
-                    part = _as_shaped(part, _held_as(p, whole), group)
-                    if not whole:
+                    shape = tuple((p if self._whole_state else distributed.local(p)).shape)
+                    part = _as_shaped(part, shape, group)
+                    if not self._whole_state:  # a shard's state, laid out as p
                         part = distributed.like(part, p)
                     self.state[p][name] = entries[i][name] = part
         return held._replace(entries=tuple(entries))
@@ -418,19 +424,11 @@ def _view(p, group):
     return matrix_shape(p.shape, group.get("reshape", "batch"))
 
 
-def _held_as(p, whole):
-    """What this rank's state of ``p`` is shaped after: its shard, or the whole of ``p``."""
-    if whole and distributed.local(p) is not p:
-        mine = distributed.local(p)
-        return torch.zeros(p.shape, dtype=mine.dtype, device=mine.device)
-    return distributed.local(p)
-
-
-def _as_shaped(part, p, group):
-    """A member's entry in ``p``'s own shape where it has the stepper's view of ``p``."""
-    view = _view(p, group)
-    if isinstance(part, torch.Tensor) and view != tuple(p.shape) and tuple(part.shape) == view:
-        return part.view(p.shape)  # a flattened conv kernel's momentum, as the kernel
+def _as_shaped(part, shape, group):
+    """A member's entry in its parameter's ``shape`` where it has the stepper's view of it."""
+    view = matrix_shape(shape, group.get("reshape", "batch"))
+    if isinstance(part, torch.Tensor) and view != shape and tuple(part.shape) == view:
+        return part.view(shape)  # a flattened conv kernel's momentum, as the kernel
     return part
 
 
@@ -732,6 +730,7 @@ class _KronOptimizer(_StepperOptimizer):
     """
 
     _decay_in_direction = True
+    _whole_state = True  # an owner keeps the state of whole parameters
     factory = None  # matsign.optim.shampoo or .soap
     direction = None  # the stepper behind it, whose keyword arguments are the options
 
@@ -792,11 +791,14 @@ class _KronOptimizer(_StepperOptimizer):
         stepper = self._stepper(group)
         held = self._held.get(index)
         if held is None or not self._intact(held, owned):
-            held = self._stacked(stepper, owned, group, whole=True)
+            held = self._stacked(stepper, owned, group)
         U, states, _ = step_stacks([stepper] * len(mine), [whole[j][0] for j in mine],
                                    held.states, [whole[j][1] for j in mine],
                                    nonfinite="ignore", where="", xp=torch)
-        self._held[index] = self._installed(held._replace(states=states), group, whole=True)
+        self._held[index] = self._installed(held._replace(states=states), group)
+        for p, owner in zip(params, owners, strict=True):  # where each state lives, on every rank
+            if int(self.state[p].get("owner", -1)) != owner:
+                self.state[p]["owner"] = torch.tensor(owner)
         directions = self._shared(dict(zip(mine, U, strict=True)), params, where, owners,
                                   process_group, comm)
         for p, u in zip(here, directions, strict=True):
