@@ -31,7 +31,7 @@ __all__ = ["Gathering", "Placement", "agree", "exchanged", "from_owners", "like"
            "placement", "shard_rows", "share", "size", "to_owners"]
 
 PIPELINE = 4  # batches in flight per stack under FSDP2 (at most)
-BUCKET = 8 * 2**20  # elements per rank in one all_gather of replicated results (about)
+BUCKET = 2**20  # elements per rank in one all_gather of replicated results (about)
 
 _gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
