@@ -15,7 +15,7 @@ import random
 import pytest
 
 from matsign.__main__ import main
-from matsign.optim.plan import SCHEMES, cost, model_shapes, newton_schulz_flops, split
+from matsign.optim.plan import SCHEMES, buckets, cost, model_shapes, newton_schulz_flops, split
 
 UNIT = 5 * 768**3  # Newton-Schulz flops of 5 steps are 6 UNIT (768^2), 18 UNIT (768 x 3072)
 GPT2 = [((768, 768), 48), ((3072, 768), 12), ((768, 3072), 12)]
@@ -218,3 +218,18 @@ def test_cli_bad_options_exit_2_with_one_line(capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith("python -m matsign plan: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_replicated_stacks_share_one_padded_gather_by_hand():
+    # (4, 6) x 3 and (2, 6) x 1 on 2 ranks, bfloat16. split: the (4, 6) stack 2 + 1
+    # (tie: rank 0), the (2, 6) matrix to rank 1 (less work). One bucket: rank 0 holds
+    # 2 x 24 elements, rank 1 24 + 12; padded to 48 elements = 96 bytes a rank; a ring
+    # all_gather of 2 chunks sends and receives one chunk; the receive buffer is 2 chunks.
+    c = cost([((4, 6), 3), ((2, 6), 1)], 2)
+    assert (c.sent, c.received, c.network, c.memory) == (96, 96, 192, 2 * 96)
+
+
+def test_buckets_close_at_the_limit_and_keep_the_rest():
+    per_stack = [(3, 3), (1, 0), (5, 5), (2, 2)]  # 3, 0.5, 5, 2 matrices a rank on average
+    assert buckets(per_stack, [10] * 4, limit=30) == [[0], [1, 2], [3]]
+    assert buckets(per_stack, [10] * 4, limit=1e9) == [[0, 1, 2, 3]]

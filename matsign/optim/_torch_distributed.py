@@ -25,13 +25,14 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from .plan import offsets
+from . import plan
+from .plan import buckets, offsets
 
 __all__ = ["Gathering", "Placement", "agree", "exchanged", "from_owners", "like", "local",
            "placement", "shard_rows", "share", "size", "to_owners"]
 
 PIPELINE = 4  # batches in flight per stack under FSDP2 (at most)
-BUCKET = 2**20  # elements per rank in one all_gather of replicated results (about)
+BUCKET = plan.BUCKET  # elements per rank in one all_gather of replicated results (about)
 
 _gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
@@ -145,9 +146,10 @@ class Gathering:
 
     Rank ``r`` computes sub-stack ``r`` of every stack (``counts[s]``, from
     `matsign.optim.plan.split`) and writes it into a flat buffer of its own; consecutive
-    stacks form buckets of about `BUCKET` elements per rank, and each bucket goes by one
+    stacks form buckets (`matsign.optim.plan.buckets`), and each bucket goes by one
     asynchronous ``all_gather`` as soon as its stacks are computed, while the next ones
-    are. A stack's result is complete after `finish` (`matsign.optim.step_stacks` calls
+    are (at most two buckets' buffers are alive). A stack's result is complete after
+    `finish` (`matsign.optim.step_stacks` calls
     it before reading the directions). Every rank ends with the same results, equal to
     ``fn`` of the whole stack up to the ``communication`` rounding (none when it is
     ``fn``'s compute dtype). Buffers pad each rank to the bucket's longest share.
@@ -157,7 +159,7 @@ class Gathering:
                  communication: torch.dtype | None):
         self.counts, self.group, self.dtype = [tuple(c) for c in counts], group, communication
         self.rank = dist.get_rank(group)
-        self.buckets = _buckets(self.counts, sizes)
+        self.buckets = buckets(self.counts, sizes, BUCKET)
         self.lengths = [[sum(self.counts[s][r] * sizes[s] for s in bucket)
                          for r in range(len(self.counts[0]))] for bucket in self.buckets]
         self.sizes = sizes
@@ -184,6 +186,8 @@ class Gathering:
             recv = send.new_empty((len(self.counts[s]), send.numel()))
             self.handles.append((b, recv, _gather(recv.view(-1), send, group=self.group,
                                                    async_op=True)))
+            del self.sends[b]
+            self._receive(keep=1)  # the previous bucket travelled while this one was computed
         return restore(out)
 
     def _offset(self, b, s, r):
@@ -192,30 +196,20 @@ class Gathering:
         return sum(self.counts[t][r] * self.sizes[t] for t in before)
 
     def finish(self):
-        """Wait for every bucket and fill the stacks' results from it."""
-        for b, recv, handle in self.handles:
+        """Wait for the buckets still travelling and fill the stacks' results."""
+        self._receive(keep=0)
+
+    def _receive(self, keep):
+        """Fill the results of every bucket sent but the last ``keep`` (waiting for them)."""
+        while len(self.handles) > keep:
+            b, recv, handle = self.handles.pop(0)
             handle.wait()
             for s in self.buckets[b]:
-                out, start = self.pending[s], offsets(self.counts[s])
+                out, start = self.pending.pop(s), offsets(self.counts[s])
                 for r, c in enumerate(self.counts[s]):
                     at = self._offset(b, s, r)
                     part = recv[r, at:at + c * self.sizes[s]]
                     out[start[r]:start[r + 1]] = part.view(c, *out.shape[1:])
-        self.handles = []
-
-
-def _buckets(counts, sizes):
-    """Consecutive stacks grouped until a bucket holds `BUCKET` elements per rank."""
-    buckets, current, held = [], [], 0.0
-    for s, (per_rank, size) in enumerate(zip(counts, sizes, strict=True)):
-        current.append(s)
-        held += sum(per_rank) * size / len(per_rank)
-        if held >= BUCKET:
-            buckets.append(current)
-            current, held = [], 0.0
-    if current:
-        buckets.append(current)
-    return buckets
 
 
 class _Batch(NamedTuple):

@@ -17,8 +17,21 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-__all__ = ["DEFAULT_BYTES", "LAYOUTS", "MODELS", "SCHEMES", "Cost", "cost", "model_shapes",
-           "newton_schulz_flops", "offsets", "root_flops", "split"]
+__all__ = [
+    "BUCKET",
+    "DEFAULT_BYTES",
+    "LAYOUTS",
+    "MODELS",
+    "SCHEMES",
+    "Cost",
+    "buckets",
+    "cost",
+    "model_shapes",
+    "newton_schulz_flops",
+    "offsets",
+    "root_flops",
+    "split",
+]
 
 SCHEMES = ("matsign", "round_robin", "gather", "dion")
 """The schemes `cost` models, in the order the command line prints them."""
@@ -148,6 +161,48 @@ def split(counts: Sequence[int], costs: Sequence[float], ranks: int) -> tuple[tu
             loads[r] += per_rank[r] * costs[s]
         result[s] = per_rank
     return tuple(result)
+
+
+BUCKET = 2**20  # elements per rank (on average) in one all_gather of replicated results
+
+
+def buckets(per_stack: Sequence[Sequence[int]], sizes: Sequence[int],
+            limit: float = BUCKET) -> list[list[int]]:
+    """Consecutive stacks gathered together, until a bucket holds ``limit`` elements per rank.
+
+    Parameters
+    ----------
+    per_stack : sequence of sequence of int
+        Per stack, the matrices each rank computes (`split`).
+    sizes : sequence of int
+        Elements of one matrix of each stack.
+    limit : float, default `BUCKET`
+        Close a bucket once its stacks hold this many elements per rank on average.
+
+    Returns
+    -------
+    list of list of int
+        The stacks of each bucket, in order. Replicated results travel a bucket at a
+        time, in one ``all_gather`` of a flat buffer per bucket, padded to the longest
+        rank's share: a bucket of several stacks pads less than one per stack, a
+        bucket of one stack overlaps its gather with the next stack's work.
+
+    Examples
+    --------
+    >>> from matsign.optim.plan import buckets
+    >>> buckets([(2, 2), (1, 1), (4, 4)], [10, 10, 10], limit=25)
+    [[0, 1], [2]]
+    """
+    out, current, held = [], [], 0.0
+    for s, (per_rank, size) in enumerate(zip(per_stack, sizes, strict=True)):
+        current.append(s)
+        held += sum(per_rank) * size / len(per_rank)
+        if held >= limit:
+            out.append(current)
+            current, held = [], 0.0
+    if current:
+        out.append(current)
+    return out
 
 
 def offsets(per_rank: Sequence[int]) -> tuple[int, ...]:
@@ -399,21 +454,32 @@ def _all_to_all(send):
 
 
 def _matsign(stacks, ranks, steps, b, layout):
-    """Per stack: flops, sent, received, buffer bytes per rank of matsign's transport."""
+    """Per stack (sharded) or bucket (replicated): flops, sent, received, buffer bytes."""
     costs = [newton_schulz_flops(shape, steps) for shape, _ in stacks]
     per_stack = split([k for _, k in stacks], costs, ranks)
+    if layout == "replicated":
+        yield from _matsign_buckets(stacks, costs, per_stack, ranks, b)
+        return
     for ((m, n), k), f, owned in zip(stacks, costs, per_stack, strict=True):
         flops = [c * f for c in owned]
-        if layout == "replicated":
-            chunk = max(owned) * m * n * b
-            sent, received = _ring_all_gather([chunk] * ranks)
-            yield flops, sent, received, [ranks * chunk] * ranks
-        else:
-            shard = math.ceil(m / ranks) * n * b
-            there = [[owned[o] * shard for o in range(ranks)] for _ in range(ranks)]
-            back = [[owned[r] * shard] * ranks for r in range(ranks)]
-            sent, received = _both_ways(there, back)
-            yield flops, sent, received, [(c * ranks + k) * shard for c in owned]
+        shard = math.ceil(m / ranks) * n * b
+        there = [[owned[o] * shard for o in range(ranks)] for _ in range(ranks)]
+        back = [[owned[r] * shard] * ranks for r in range(ranks)]
+        sent, received = _both_ways(there, back)
+        yield flops, sent, received, [(c * ranks + k) * shard for c in owned]
+
+
+def _matsign_buckets(stacks, costs, per_stack, ranks, b):
+    """Replicated: one all_gather per bucket; two buckets' buffers live at a time."""
+    sizes = [m * n for (m, n), _ in stacks]
+    previous = 0
+    for bucket in buckets(per_stack, sizes):
+        lengths = [sum(per_stack[s][r] * sizes[s] for s in bucket) for r in range(ranks)]
+        chunk = max(lengths) * b
+        sent, received = _ring_all_gather([chunk] * ranks)
+        flops = [sum(per_stack[s][r] * costs[s] for s in bucket) for r in range(ranks)]
+        yield flops, sent, received, [previous + ranks * chunk] * ranks
+        previous = ranks * chunk
 
 
 def _both_ways(there, back):
