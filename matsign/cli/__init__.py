@@ -1,6 +1,6 @@
 """The command line behind ``python -m matsign``: one module per subcommand.
 
-Each subcommand module (`compare`, `design`, `demo` for ``train-demo``) has
+Each subcommand module (`compare`, `design`, `plan`, `demo` for ``train-demo``) has
 ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args)``; `matsign.__main__`
 registers them. `timing` holds the flop model, the paired GEMM timing and the thread
 pinning shared with the asv benchmarks in ``benchmarks/``.
