@@ -57,7 +57,12 @@ def float_dtype(x, name, *, xp):
 
 
 def check_finite(x, name, *, xp):
-    """Raise ValueError naming ``name`` if ``x`` holds inf or NaN (a host synchronisation)."""
+    """Raise ValueError naming ``name`` if ``x`` holds inf or NaN (a host synchronisation).
+
+    Skipped while tracing (`matsign._xp.is_traced`): the values then propagate as NaN.
+    """
+    if _xp.is_traced(x):
+        return
     if not bool(xp.all(xp.isfinite(x))):
         msg = f"{name} got non-finite values (inf or NaN) in an array of shape {tuple(x.shape)}"
         raise ValueError(msg)

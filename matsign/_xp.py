@@ -167,6 +167,35 @@ def frobenius_norm(x, *, xp):
     return scale * xp.sqrt(xp.sum(y * y, axis=(-2, -1), keepdims=True))
 
 
+def is_traced(x) -> bool:
+    """Whether ``x`` is being traced (``jax.jit``, ``torch.compile``): no value on the host.
+
+    The one place matsign asks. Checks that read values on the host (finiteness,
+    definiteness, singularity) are skipped while tracing, so the default paths trace;
+    non-finite input then propagates to the output as NaN, as in `matsign.msign`.
+    Loops that stop on a host-read residual (``msign(tol=...)``, ``inverse_root(method=
+    "newton")``) raise one clear error instead (`raise_if_traced`).
+    """
+    if array_api_compat.is_jax_array(x):
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+    if array_api_compat.is_torch_array(x):
+        import torch
+
+        return bool(torch.compiler.is_compiling())
+    return False
+
+
+def raise_if_traced(x, what: str) -> None:
+    """ValueError naming ``what`` if ``x`` is being traced (see `is_traced`)."""
+    if is_traced(x):
+        msg = (f"{what} reads a residual on the host to decide when to stop, which cannot "
+               f"happen while tracing (jax.jit, torch.compile); call it outside the traced "
+               f"function or use the default method")
+        raise ValueError(msg)
+
+
 def reads_free(x):
     """Whether reading a value of ``x`` on the host stalls no device (NumPy, torch CPU,
     array-api-strict): there a decision may be taken on the host at no cost."""

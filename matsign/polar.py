@@ -320,6 +320,7 @@ def _iterations_auto(X, prepare, polynomials, *, tol, max_steps, gram, xp):
     Gram space or the standard loop, a matrix at a time where that wins (`_xp.each_matrix`:
     its element-wise passes then stay in cache too)."""
     if tol is not None:
+        _xp.raise_if_traced(X, "Newton–Schulz with tol=")
         X = prepare(X)
         _check_tol(tol, X.dtype, xp)
         return _iterations.until_orthogonal(X, polynomials, tol=tol, max_steps=max_steps, xp=xp)

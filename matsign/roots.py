@@ -280,6 +280,7 @@ def _root(A, p, *, inverse, name, method, reg, tol, max_steps, check_every, dtyp
     A = _checks.as_square_stack(A, name, xp=xp)
     method = _choose_method(method, tol=tol, max_steps=max_steps, dtype=dtype, xp=xp)
     if method == "newton":
+        _xp.raise_if_traced(A, f"{name}(method='newton')")
         p = _newton_options(p, reg, name)
         tol, max_steps, check_every = _iteration_options(tol, max_steps, check_every, A, dtype,
                                                         name, xp=xp)
@@ -388,7 +389,8 @@ def _eigh(S, name, *, xp):
     """``eigh(S)``, retried once in float64 if it fails in a narrower dtype."""
     try:
         w, U = _xp.eigh(S, xp=xp)
-        failure = None if bool(xp.all(xp.isfinite(w))) else "non-finite eigenvalues"
+        finite = _xp.is_traced(w) or bool(xp.all(xp.isfinite(w)))  # traced: no retry
+        failure = None if finite else "non-finite eigenvalues"
     except (ValueError, RuntimeError) as exc:  # numpy's LinAlgError, torch's _LinAlgError
         failure = exc
     if failure is None:
@@ -428,7 +430,11 @@ def _spectral_power(w, power, reg, level, *, name, xp):
 
 
 def _raise_if_indefinite(w, scale, level, name, *, xp):
-    """ValueError if an eigenvalue lies below ``-level * ||A||_2`` (a host synchronisation)."""
+    """ValueError if an eigenvalue lies below ``-level * ||A||_2`` (a host synchronisation).
+
+    Skipped while tracing: indefinite input then follows the clipped spectrum."""
+    if _xp.is_traced(w):
+        return
     ratio = xp.min(w / xp.where(scale > 0, scale, 1.0))
     if float(ratio) < -level:
         msg = (f"{name} needs positive semi-definite matrices; found an eigenvalue of "
@@ -438,7 +444,11 @@ def _raise_if_indefinite(w, scale, level, name, *, xp):
 
 
 def _raise_if_singular(shifted, smallest, scale, level, name, *, xp):
-    """ValueError if a shifted eigenvalue is at or below ``smallest`` (a host synchronisation)."""
+    """ValueError if a shifted eigenvalue is at or below ``smallest`` (a host synchronisation).
+
+    Skipped while tracing: a singular input then gives inf or NaN, not an error."""
+    if _xp.is_traced(shifted):
+        return
     if bool(xp.any(shifted <= smallest)):
         ratio = float(xp.min(shifted / xp.where(scale > 0, scale, 1.0)))
         msg = (f"{name}: A is singular to working precision (smallest eigenvalue {ratio:.2g} "
