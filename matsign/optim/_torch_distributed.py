@@ -28,8 +28,8 @@ import torch.distributed as dist
 from . import plan
 from .plan import buckets, offsets
 
-__all__ = ["Gathering", "Placement", "agree", "exchanged", "from_owners", "like", "local",
-           "placement", "shard_rows", "share", "size", "to_owners"]
+__all__ = ["Gathering", "Placement", "agree", "as_group", "exchanged", "from_owners", "like",
+           "local", "placement", "shard_rows", "share", "size", "to_owners"]
 
 PIPELINE = 4  # batches in flight per stack under FSDP2 (at most)
 BUCKET = plan.BUCKET  # elements per rank in one all_gather of replicated results (about)
@@ -53,7 +53,7 @@ def placement(p: torch.Tensor, process_group=None) -> Placement:
         For a DTensor on a mesh of more than one dimension, placed otherwise than
         ``Shard(0)`` or ``Replicate()``, or on another group than ``process_group``.
     """
-    group = _as_group(process_group)
+    group = as_group(process_group)
     if not _is_dtensor(p):
         return Placement(group, False)
     mesh, placements = p.device_mesh, tuple(p.placements)
@@ -76,7 +76,7 @@ def placement(p: torch.Tensor, process_group=None) -> Placement:
     return Placement(own, True)
 
 
-def _as_group(process_group):
+def as_group(process_group):
     """A ProcessGroup from a group or a 1-D DeviceMesh (None stays None)."""
     if process_group is None or not hasattr(process_group, "get_group"):
         return process_group

@@ -160,7 +160,7 @@ class _StepperOptimizer(torch.optim.Optimizer):
         """Set up the parameter groups (see ``torch.optim.Optimizer``)."""
         self._held = {}
         self._process_group = process_group
-        distributed.placement(torch.empty(0), process_group)  # a bad mesh fails here
+        distributed.as_group(process_group)  # a bad mesh fails here, not at step 1
         super().__init__(params, defaults)
 
     def _stepper(self, group, work=None):  # numpydoc ignore=PR01,RT01
@@ -981,11 +981,9 @@ class SOAP(_KronOptimizer):
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
         See `Shampoo`.
     process_group : ProcessGroup or DeviceMesh, optional
-        The ranks sharing the step; DTensor parameters (FSDP2) use their own mesh.
-        Each parameter then has an owner rank (balanced by the flops of its roots),
-        which keeps its state and computes its direction; the directions are shared.
+        See `Shampoo`.
     communication_dtype : torch.dtype, optional
-        Dtype of what is sent between ranks; default the parameters' dtype.
+        See `Shampoo`.
     **options
         The keyword arguments of `matsign.optim.scale_by_soap`, with its defaults:
         ``b1``, ``b2``, ``eps`` (Adam's moments), ``beta`` (EMA of the factors),
