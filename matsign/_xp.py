@@ -9,6 +9,7 @@ twin beside it.
 from __future__ import annotations
 
 import functools
+import sys
 
 import array_api_compat
 
@@ -41,6 +42,7 @@ __all__ = [
     "reads_free",
     "result_dtype",
     "safe_divisor",
+    "static",
     "svd",
     "symmetric_matmul",
     "symmetric_product",
@@ -61,11 +63,40 @@ def namespace(*arrays, xp=None):
     if xp is not None:
         return xp
     try:
-        return array_api_compat.array_namespace(*arrays)
+        xp = array_api_compat.array_namespace(*arrays)
     except TypeError as exc:
         kinds = sorted({type(a).__module__ + "." + type(a).__name__ for a in arrays})
         msg = f"matsign needs arrays of a single array library; got {', '.join(kinds)}"
         raise TypeError(msg) from exc
+    if _UNREGISTERED and array_api_compat.is_jax_namespace(xp):
+        _register_static()
+    return xp
+
+
+_UNREGISTERED: list[type] = []
+
+
+def static(cls: type) -> type:
+    """Mark ``cls`` as static metadata of a state: a pytree node without children.
+
+    A class decorator for hashable values that describe a state rather than hold its
+    numbers (a Kronecker layout, the stacking of `matsign.optim.multi`). JAX then keeps
+    them out of the leaves, so states pass through ``jax.jit`` and ``lax.scan`` as
+    arguments and results, and a change of layout recompiles. Registration happens
+    when JAX is imported and matsign first sees a JAX array (or at once, if JAX is
+    loaded); other libraries need none.
+    """
+    _UNREGISTERED.append(cls)
+    if "jax" in sys.modules:
+        _register_static()
+    return cls
+
+
+def _register_static():
+    import jax
+
+    while _UNREGISTERED:
+        jax.tree_util.register_static(_UNREGISTERED.pop())
 
 
 def device(x):

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 
+@_xp.static
 class KronLayout(NamedTuple):
     """How a parameter of ``shape`` is cut into modes and blocks (static, hashable).
 

@@ -47,9 +47,10 @@ class Stepper(NamedTuple):
         Whether a stack of same-shape parameters (a new first axis) may be passed as
         one array; False for steppers that treat every axis as a tensor mode (Shampoo).
     host_step : bool, default False
-        Whether ``update`` reads the step count on the host (Shampoo, SOAP: when to
-        recompute roots or bases). `multi` then also decides a ``"skip"`` on the host,
-        before calling it, since such steppers cannot take a non-finite gradient.
+        Whether ``update``, called eagerly, reads values on the host (Shampoo, SOAP: the
+        checks of their inverse roots and eigenbases, which raise on inf or NaN). Outside
+        tracing `multi` then decides a ``"skip"`` on the host, before calling it; under
+        ``jax.jit`` the checks are skipped and the step is selected on the device.
 
     Examples
     --------
@@ -424,9 +425,11 @@ def step_stacks(
     finite = all_finite(grads, xp=xp) if finite is None else finite
     check_nonfinite(finite, nonfinite, where=where)
     skip = nonfinite == "skip"
-    # host_step steppers sync every step anyway and cannot take inf or NaN; host arrays
-    # are read for free: both skip before the step (no where-passes over every array)
-    if skip and (any(s.host_step for s in steppers) or _xp.reads_free(finite)):
+    # eager host_step steppers read values on the host and cannot take inf or NaN; host
+    # arrays are read for free: both skip before the step (no where-passes over every
+    # array). While tracing, nothing is read: the step is computed and then selected.
+    eager = not _xp.is_traced(finite)
+    if skip and eager and (any(s.host_step for s in steppers) or _xp.reads_free(finite)):
         if not bool(finite):
             return [xp.zeros_like(G) for G in grads], tuple(states), finite
         skip = False
