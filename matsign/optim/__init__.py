@@ -10,8 +10,10 @@ on demand; it needs torch) wraps them as ``torch.optim.Optimizer`` subclasses.
 """
 
 from ._base import (
+    MATRIX_LAYOUTS,
     NONFINITE_POLICIES,
     EmptyState,
+    Groups,
     MultiState,
     Stepper,
     apply_updates,
@@ -30,6 +32,7 @@ from .shampoo import ShampooState, SOAPState, scale_by_shampoo, scale_by_soap, s
 from .transforms import (
     AdamState,
     AMSGradState,
+    CountedTraceState,
     CountState,
     LionState,
     TraceState,
@@ -46,11 +49,14 @@ from .transforms import (
 )
 
 __all__ = [
+    "MATRIX_LAYOUTS",
     "NONFINITE_POLICIES",
     "AMSGradState",
     "AdamState",
     "CountState",
+    "CountedTraceState",
     "EmptyState",
+    "Groups",
     "LionState",
     "MultiState",
     "SOAPState",

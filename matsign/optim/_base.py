@@ -14,10 +14,13 @@ from typing import Any, NamedTuple
 
 from .. import _xp
 from .._typing import Array, Namespace
+from . import _tree
 
 __all__ = [
+    "MATRIX_LAYOUTS",
     "NONFINITE_POLICIES",
     "EmptyState",
+    "Groups",
     "MultiState",
     "Stepper",
     "apply_updates",
@@ -32,6 +35,7 @@ __all__ = [
 ]
 
 NONFINITE_POLICIES = ("skip", "raise", "ignore")
+MATRIX_LAYOUTS = ("fan_out_fan_in", "fan_in_fan_out")
 
 
 class Stepper(NamedTuple):
@@ -131,23 +135,25 @@ def chain(*steppers: Stepper) -> Stepper:
                    any(s.host_step for s in steppers))
 
 
-def apply_updates(
-    params: Array | Sequence[Array] | Mapping[Any, Array],
-    updates: Array | Sequence[Array] | Mapping[Any, Array],
-) -> Array | list[Array] | dict[Any, Array]:
-    """``params + updates``, for one array or a list or dict of them.
+def apply_updates(params: Any, updates: Any) -> Any:
+    """``params + updates``, for one array or a (nested) dict, list or tuple of them.
 
     Parameters
     ----------
-    params : array, list or dict of arrays
+    params : array, or dict, list or tuple of (nested) arrays
         Current parameters.
     updates : same structure as ``params``
         As returned by a stepper's ``update``.
 
     Returns
     -------
-    array, list or dict of arrays
+    Same structure as ``params``
         New parameters (new arrays; nothing is modified in place).
+
+    Raises
+    ------
+    KeyError
+        If ``updates`` lacks a parameter of ``params``.
 
     Examples
     --------
@@ -155,12 +161,19 @@ def apply_updates(
     >>> from matsign.optim import apply_updates
     >>> apply_updates({"w": np.ones(2)}, {"w": np.array([0.5, -1.0])})
     {'w': array([1.5, 0. ])}
+    >>> apply_updates({"block": [np.ones(1)]}, {"block": [np.ones(1)]})
+    {'block': [array([2.])]}
     """
-    if isinstance(params, Mapping):
-        return {k: p + updates[k] for k, p in params.items()}
-    if isinstance(params, (list, tuple)):
-        return [p + u for p, u in zip(params, updates, strict=True)]
-    return params + updates
+    step = dict(_tree.leaves(updates))
+    return _tree.rebuild(params, lambda key, p: p + _lookup(step, key, "updates"))
+
+
+def _lookup(table, key, what):
+    try:
+        return table[key]
+    except KeyError:
+        msg = f"{what} have no entry for the parameter {key!r}"
+        raise KeyError(msg) from None
 
 
 def all_finite(arrays: Sequence[Array], *, xp: Namespace) -> Array:
@@ -202,6 +215,10 @@ def check_nonfinite(flag: Array | bool, policy: str, *, where: str) -> None:
     if policy not in NONFINITE_POLICIES:
         msg = f"nonfinite must be one of {NONFINITE_POLICIES}; got {policy!r}"
         raise ValueError(msg)
+    if policy == "raise" and _xp.is_traced(flag):
+        msg = ("nonfinite='raise' reads the finite flag on the host, which cannot happen "
+               "while tracing (jax.jit); use 'skip' (the step is selected on the device)")
+        raise ValueError(msg)
     if policy == "raise" and not bool(flag):
         msg = f"non-finite gradient (inf or NaN) in {where}; optimizer state left unchanged"
         raise ValueError(msg)
@@ -232,35 +249,36 @@ def keep_if(flag: Array, new: Any, old: Any, *, xp: Namespace) -> Any:
     return xp.where(flag, new, old)
 
 
+@_xp.static
+class Groups(tuple):
+    """The stacking of `multi`: ``(label, keys)`` per stack, static under ``jax.jit``.
+
+    A tuple of ``(label, tuple of parameter keys)``; hashable metadata rather than
+    numbers, so a `MultiState` passes through ``jax.jit`` as an argument and a result.
+    """
+
+    __slots__ = ()
+
+
 class MultiState(NamedTuple):
     """State of a `multi` stepper: one stacked state per group of same-shape parameters.
 
     Attributes
     ----------
-    groups : tuple of tuple
-        ``(label, keys)`` per group: the parameter keys (dict keys or list positions).
+    groups : Groups
+        ``(label, keys)`` per group: the parameter keys (see `multi`).
     states : tuple
         The group stepper's state, stacked along a new first axis when the group
         holds more than one parameter.
     """
 
-    groups: tuple
+    groups: Groups
     states: tuple
 
 
-def _as_items(params):
-    if isinstance(params, Mapping):
-        return list(params.items())
-    return list(enumerate(params))
-
-
-def _rebuild(params, values):
-    if isinstance(params, Mapping):
-        return {k: values[k] for k in params}
-    return [values[i] for i in range(len(params))]
-
-
-def matrix_shape(shape: Sequence[int], reshape: str) -> tuple[int, ...]:
+def matrix_shape(
+    shape: Sequence[int], reshape: str, layout: str = "fan_out_fan_in",
+) -> tuple[int, ...]:
     """The shape a stepper sees for a parameter of ``shape`` (see `multi`).
 
     Parameters
@@ -268,9 +286,15 @@ def matrix_shape(shape: Sequence[int], reshape: str) -> tuple[int, ...]:
     shape : tuple of int
         The parameter's shape.
     reshape : {"flatten", "batch"}
-        For more than two axes: ``"flatten"`` gives ``(shape[0], prod(rest))`` (a conv
+        For more than two axes: ``"flatten"`` gives one matrix of all of them (a conv
         kernel as out x in*kh*kw), ``"batch"`` keeps the shape, a stack of matrices
         over the last two axes (per head, per expert).
+    layout : {"fan_out_fan_in", "fan_in_fan_out"}, default "fan_out_fan_in"
+        Which axis of a weight is its output: the first (torch's ``nn.Linear``
+        ``(out, in)``, conv ``(out, in, kh, kw)``) or the last (flax and optax: a
+        Dense kernel ``(in, out)``, conv ``(kh, kw, in, out)``). Steppers always see
+        ``(..., fan_out, fan_in)``: a ``"fan_in_fan_out"`` parameter is seen
+        transposed, so update scales and Muon's rules read the same either way.
 
     Returns
     -------
@@ -279,27 +303,54 @@ def matrix_shape(shape: Sequence[int], reshape: str) -> tuple[int, ...]:
     Raises
     ------
     ValueError
-        For an unknown ``reshape``.
+        For an unknown ``reshape`` or ``layout``.
 
     Examples
     --------
     >>> from matsign.optim import matrix_shape
     >>> matrix_shape((64, 3, 3, 3), "flatten"), matrix_shape((8, 16, 4), "batch")
     ((64, 27), (8, 16, 4))
+    >>> matrix_shape((3, 3, 16, 64), "flatten", "fan_in_fan_out")
+    (64, 144)
     """
     if reshape not in ("flatten", "batch"):
         msg = f"reshape must be 'flatten' or 'batch'; got {reshape!r}"
         raise ValueError(msg)
-    shape = tuple(int(d) for d in shape)
+    if layout not in MATRIX_LAYOUTS:
+        msg = f"layout must be one of {MATRIX_LAYOUTS}; got {layout!r}"
+        raise ValueError(msg)
+    flat = _flat_shape(tuple(int(d) for d in shape), reshape, layout)
+    if len(flat) < 2 or layout == "fan_out_fan_in":
+        return flat
+    return (*flat[:-2], flat[-1], flat[-2])
+
+
+def _flat_shape(shape, reshape, layout):
+    """The shape in the parameter's own orientation, axes merged by ``reshape``."""
     if len(shape) <= 2 or reshape == "batch":
         return shape
-    return (shape[0], math.prod(shape[1:]))
+    if layout == "fan_out_fan_in":
+        return (shape[0], math.prod(shape[1:]))
+    return (math.prod(shape[:-1]), shape[-1])
+
+
+def _seen(a, reshape, layout, xp):
+    """``a`` as its stepper sees it (`matrix_shape`): reshaped, transposed if fan-in first."""
+    flat = _flat_shape(tuple(a.shape), reshape, layout)
+    a = xp.reshape(a, flat) if flat != tuple(a.shape) else a
+    return a if a.ndim < 2 or layout == "fan_out_fan_in" else xp.matrix_transpose(a)
+
+
+def _unseen(u, shape, layout, xp):
+    """The inverse of `_seen`: the update in the parameter's own ``shape``."""
+    u = u if u.ndim < 2 or layout == "fan_out_fan_in" else xp.matrix_transpose(u)
+    return xp.reshape(u, shape) if tuple(u.shape) != shape else u
 
 
 def group_keys(
     items: Iterable[tuple[Any, Array]], reshape: str, *,
     label: Callable[[Any, Array], Any] | None = None,
-    stackable: Callable[[Any], bool] | None = None,
+    stackable: Callable[[Any], bool] | None = None, layout: str = "fan_out_fan_in",
 ) -> tuple[tuple[Any, tuple[Any, ...]], ...]:
     """``(label, keys)`` per stack: parameters of one label, view shape, dtype and device.
 
@@ -314,6 +365,8 @@ def group_keys(
     stackable : callable, optional
         ``stackable(label)``: whether that label's stepper takes stacks (see
         `Stepper`); None: all do.
+    layout : {"fan_out_fan_in", "fan_in_fan_out"}, default "fan_out_fan_in"
+        See `matrix_shape`.
 
     Returns
     -------
@@ -324,7 +377,7 @@ def group_keys(
     groups = {}
     for key, p in items:
         name = None if label is None else label(key, p)
-        shape = matrix_shape(p.shape, reshape)
+        shape = matrix_shape(p.shape, reshape, layout)
         alone = len(shape) != 2 or (stackable is not None and not stackable(name))
         signature = (name, shape, str(p.dtype), str(_xp.device(p)), *((key,) if alone else ()))
         groups.setdefault(signature, []).append(key)
@@ -476,10 +529,11 @@ def every_matrix(fn: Callable[[Array], Array], stacked: Array) -> Array:
 
 def multi(
     steppers: Stepper | Mapping[str, Stepper],
-    labels: Callable[[Any, Array], str] | Mapping[Any, str] | None = None, *,
-    reshape: str = "flatten", nonfinite: str = "skip",
+    labels: Callable[[Any, Array], str] | Any = None, *,
+    reshape: str = "flatten", layout: str = "fan_out_fan_in", nonfinite: str = "skip",
+    place: Callable[[Array], Array] | None = None,
 ) -> Stepper:
-    """Apply steppers over a list or dict of parameters, stacking same-shape ones.
+    """Apply steppers over (nested) dicts, lists or tuples of parameters, stacking same-shape ones.
 
     Parameters of one label and one shape, dtype and device are stacked along a new
     first axis and updated by one call, so Muon orthogonalises them in one batched
@@ -490,30 +544,42 @@ def multi(
     ----------
     steppers : Stepper or dict of str to Stepper
         One stepper for all parameters, or one per label.
-    labels : callable or dict, optional
-        ``labels(key, param) -> label`` or a dict key -> label (see `route`); needed
-        when ``steppers`` is a dict.
+    labels : callable, dict or pytree of labels, optional
+        ``labels(key, param) -> label``; or the labels in the parameters' structure
+        (what `route` returns); or a flat dict key -> label. Keys are the parameters'
+        paths joined with dots (``"block.0.weight"``; a top-level parameter keeps its
+        dict key or list position). Needed when ``steppers`` is a dict.
     reshape : {"flatten", "batch"}, default "flatten"
         How parameters of more than two axes are seen: see `matrix_shape`. Updates
         come back in the parameter's own shape.
+    layout : {"fan_out_fan_in", "fan_in_fan_out"}, default "fan_out_fan_in"
+        Which axis of a weight is its output (see `matrix_shape`): torch's ``(out,
+        in)`` or flax's ``(in, out)``, which steppers see transposed.
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
         If any gradient holds inf or NaN: ``"skip"`` returns zero updates and the old
-        state (on a device, CUDA or JAX, selected with ``where``: no host sync; on host
-        arrays, NumPy or torch on the CPU, and for steppers with ``host_step``, decided
-        on the host before the step, which is then not computed), ``"raise"`` raises
-        ValueError (one host sync per step) and ``"ignore"`` lets the values through.
+        state (on a device, CUDA or JAX, and under ``jax.jit``, selected with ``where``:
+        no host sync; on host arrays, NumPy or torch on the CPU, and for eager steppers
+        with ``host_step``, decided on the host before the step, which is then not
+        computed), ``"raise"`` raises ValueError (one host sync per step; not under
+        ``jax.jit``) and ``"ignore"`` lets the values through.
+    place : callable, optional
+        ``place(stack) -> stack``, applied to every stacked gradient and parameter of
+        two or more matrices before the step: where a stack lives (the JAX adapter
+        constrains it to be sharded on its stack axis). None leaves them as they are.
 
     Returns
     -------
     Stepper
-        ``init(params)`` and ``update(grads, state, params)`` over the list or dict;
-        updates come back in the same structure. ``params`` may be None when no
+        ``init(params)`` and ``update(grads, state, params)`` over the parameters;
+        updates come back in the gradients' structure. ``params`` may be None when no
         stepper reads them (no weight decay inside the steppers).
 
     Raises
     ------
     ValueError
-        Under ``nonfinite="raise"``, from ``update``.
+        For an unknown option; under ``nonfinite="raise"``, from ``update``.
+    KeyError
+        From ``init``, for a parameter without a label or a label without a stepper.
 
     Notes
     -----
@@ -537,47 +603,45 @@ def multi(
     >>> params = optim.apply_updates(params, updates)
     """
     check_nonfinite(True, nonfinite, where="")
-    matrix_shape((1,), reshape)
+    matrix_shape((1,), reshape, layout)
     pick = _chooser(steppers, labels)
+    placed = (lambda a: a) if place is None else place
+
+    def seen(arrays, keys, xp):
+        members = [_seen(arrays[k], reshape, layout, xp) for k in keys]
+        stacked = stack(members, tuple(members[0].shape), xp=xp)
+        return placed(stacked) if len(keys) > 1 else stacked
 
     def init(params):
-        items = _as_items(params)
+        items = _tree.leaves(params)
         lookup = dict(items)
         xp = _xp.namespace(*lookup.values())
-        groups = group_keys(items, reshape, label=pick.label,
-                            stackable=lambda label: pick.stepper(label).stackable)
-        states = tuple(
-            pick.stepper(label).init(
-                stack([lookup[k] for k in keys], _view(lookup, keys, reshape), xp=xp))
-            for label, keys in groups)
-        return MultiState(groups, states)
+        groups = group_keys(items, reshape, label=pick.label, layout=layout,
+                            stackable=lambda name: pick.stepper(name).stackable)
+        states = tuple(pick.stepper(name).init(seen(lookup, keys, xp)) for name, keys in groups)
+        return MultiState(Groups(groups), states)
 
     def update(grads, state, params=None):
-        grad_map = dict(_as_items(grads))
+        grad_map = dict(_tree.leaves(grads))
         xp = _xp.namespace(*grad_map.values())
-        views = [_view(grad_map, keys, reshape) for _, keys in state.groups]
-        G = [stack([grad_map[k] for k in keys], view, xp=xp)
-             for (_, keys), view in zip(state.groups, views, strict=True)]
+        G = [seen(grad_map, keys, xp) for _, keys in state.groups]
         P = None
         if params is not None:
-            param_map = dict(_as_items(params))
-            P = [stack([param_map[k] for k in keys], view, xp=xp)
-                 for (_, keys), view in zip(state.groups, views, strict=True)]
-        chosen = [pick.stepper(label) for label, _ in state.groups]
+            param_map = dict(_tree.leaves(params))
+            P = [seen(param_map, keys, xp) for _, keys in state.groups]
+        chosen = [pick.stepper(name) for name, _ in state.groups]
         U, states, _ = step_stacks(chosen, G, state.states, P, nonfinite=nonfinite,
                                    where="the gradients", xp=xp)
         out = {}
         for (_, keys), u in zip(state.groups, U, strict=True):
-            shapes = [tuple(grad_map[k].shape) for k in keys]
-            out.update(zip(keys, unstack(u, shapes, xp=xp), strict=True))
-        return _rebuild(grads, out), MultiState(state.groups, states)
+            view = tuple(u.shape[1:]) if len(keys) > 1 else tuple(u.shape)
+            members = unstack(u, [view] * len(keys), xp=xp)
+            out.update((k, _unseen(m, tuple(grad_map[k].shape), layout, xp))
+                       for k, m in zip(keys, members, strict=True))
+        updates = _tree.rebuild(grads, lambda key, g: _lookup(out, key, "the stacking"))
+        return updates, MultiState(state.groups, states)
 
     return Stepper(init, update)
-
-
-def _view(arrays, keys, reshape):
-    """The shape the stepper sees for the stack of ``keys`` (its first member's view)."""
-    return matrix_shape(tuple(arrays[keys[0]].shape), reshape)
 
 
 class _Chooser(NamedTuple):
@@ -592,7 +656,11 @@ def _chooser(steppers, labels):
     if labels is None:
         msg = "multi needs labels when steppers is a dict of label -> Stepper"
         raise ValueError(msg)
-    label_of = labels if callable(labels) else (lambda key, p: labels[key])
+    if callable(labels):
+        label_of = labels
+    else:
+        table = dict(_tree.leaves(labels))
+        label_of = lambda key, p: _lookup(table, key, "the labels")  # noqa: E731
 
     def stepper(label):
         if label not in steppers:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .._typing import Array, DType
 from ..polynomials import Schedule
+from . import _tree
 from ._base import Stepper, chain
 from .transforms import (
     add_decayed_weights,
@@ -22,8 +24,9 @@ DEFAULT_EXCLUDE = ("embed", "wte", "wpe", "lm_head", "head", "output", "classifi
 
 def muon(
     learning_rate: float | Callable[[Array], Array | float] = 0.02, *, momentum: float = 0.95,
-    nesterov: bool = True, ema: bool = True, weight_decay: float = 0.0,
-    cautious_weight_decay: bool = False, update_scale: str = "jordan",
+    nesterov: bool = True, ema: bool = True, bias_correction: bool = False,
+    weight_decay: float = 0.0, cautious_weight_decay: bool = False,
+    update_scale: str | float = "jordan",
     schedule: str | Schedule | Sequence[float] = "jordan", steps: int | None = None,
     eps: float = 1e-7, dtype: DType | None = None, method: str = "newton_schulz",
 ) -> Stepper:
@@ -42,16 +45,21 @@ def muon(
         current reference code) or as a sum ``buf <- mu buf + g``. After the
         normalisation inside the orthogonalisation the two differ only through
         Nesterov's mix of ``g`` and ``buf``.
+    bias_correction : bool, default False
+        Bias-corrected EMA (see `trace`): with Nesterov it changes the mix of ``g`` and
+        ``buf`` in early steps, as ``optax.contrib.muon`` does; without, the
+        normalisation cancels it.
     weight_decay : float, default 0.0
         Decoupled: the step subtracts ``learning_rate * weight_decay * param``
         (not multiplied by the update scale, as in torch.optim.Muon).
     cautious_weight_decay : bool, default False
         Decay only entries where the update and the parameter share a sign.
-    update_scale : {"jordan", "moonlight", "spectral", "none"}, default "jordan"
+    update_scale : {"jordan", "moonlight", "spectral", "none"} or float, default "jordan"
         Multiplier of the orthogonalised update for an m x n matrix:
         ``sqrt(max(1, m/n))``, ``0.2 sqrt(max(m, n))`` (to reuse AdamW's learning rate
-        and weight decay), ``sqrt(m/n)`` (fan-out over fan-in), or 1. Taken from the
-        matrix that is orthogonalised (after `matrix_shape`).
+        and weight decay), ``sqrt(m/n)`` (fan-out over fan-in), or 1; a number ``c``
+        gives ``c sqrt(max(m, n))`` (update RMS ``c``, optax's ``consistent_rms``).
+        Taken from the matrix that is orthogonalised (after `matrix_shape`).
     schedule, steps, eps, dtype, method
         The orthogonalisation (see `orthogonalize`): by default Jordan's quintic
         ``(3.4445, -4.7750, 2.0315)`` for 5 steps in the gradient's dtype; pass
@@ -92,7 +100,7 @@ def muon(
            [0.   , 0.   ]])
     """
     return chain(
-        trace(momentum, nesterov=nesterov, ema=ema),
+        trace(momentum, nesterov=nesterov, ema=ema, bias_correction=bias_correction),
         orthogonalize(schedule=schedule, steps=steps, eps=eps, dtype=dtype, method=method),
         scale_by_shape(update_scale),
         add_decayed_weights(weight_decay, cautious=cautious_weight_decay),
@@ -101,9 +109,9 @@ def muon(
 
 
 def route(
-    params: Mapping[str, Array] | Sequence[Array], *, matrix: str = "muon",
-    other: str = "adamw", exclude: Sequence[str] = DEFAULT_EXCLUDE,
-) -> dict[str | int, str]:
+    params: Any, *, matrix: str = "muon", other: str = "adamw",
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+) -> Any:
     """Label each parameter for Muon or for an element-wise optimizer.
 
     Muon is for the hidden layers' matrices. Scalars and vectors (biases, norms),
@@ -111,21 +119,23 @@ def route(
 
     Parameters
     ----------
-    params : dict of str to array, or list of arrays
-        Parameters by name (``dict(model.named_parameters())``) or in order.
+    params : dict, list or tuple of (nested) arrays
+        Parameters by name (``dict(model.named_parameters())``, a flax parameter
+        dict) or in order.
     matrix : str, default "muon"
         Label of the parameters Muon takes.
     other : str, default "adamw"
         Label of the rest (e.g. ``"lion"``).
     exclude : tuple of str
-        A parameter whose name contains one of these (case-insensitive) goes to
-        ``other`` even if it is a matrix: embeddings and output heads by their usual
-        names. Lists carry no names: only the number of axes decides.
+        A parameter whose name (its path joined with dots, see `multi`) contains one
+        of these (case-insensitive) goes to ``other`` even if it is a matrix:
+        embeddings and output heads by their usual names. Parameters in lists carry
+        no names: only the number of axes decides.
 
     Returns
     -------
-    dict
-        Parameter key (name, or list position) to label, for `multi`.
+    Same structure as ``params``
+        The labels, for `multi` (a dict for a dict, a list for a list).
 
     Examples
     --------
@@ -135,15 +145,13 @@ def route(
     ...           "block.fc.bias": np.zeros(8), "lm_head.weight": np.zeros((100, 8))}
     >>> list(route(params).values())
     ['adamw', 'muon', 'adamw', 'adamw']
+    >>> route({"embed": {"table": np.zeros((9, 4))}, "layers": [np.zeros((4, 4))]})
+    {'embed': {'table': 'adamw'}, 'layers': ['muon']}
     """
-    items = params.items() if isinstance(params, Mapping) else enumerate(params)
     lowered = tuple(e.lower() for e in exclude)
 
     def label(key, p):
         named = isinstance(key, str) and any(e in key.lower() for e in lowered)
         return matrix if p.ndim >= 2 and not named else other
 
-    return {key: label(key, p) for key, p in items}
-
-
-
+    return _tree.rebuild(params, label)

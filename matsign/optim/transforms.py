@@ -44,6 +44,13 @@ class TraceState(NamedTuple):
     momentum_buffer: Any
 
 
+class CountedTraceState(NamedTuple):
+    """State of `trace` with ``bias_correction=True``: step count and momentum buffer."""
+
+    step: Any
+    momentum_buffer: Any
+
+
 class AdamState(NamedTuple):
     """State of `scale_by_adam`: step count and the two moment estimates."""
 
@@ -116,7 +123,10 @@ def moments(
     return lerp(m, grad, 1.0 - b1), b2 * v + (1.0 - b2) * (x * x)
 
 
-def trace(momentum: float, *, nesterov: bool = False, ema: bool = False) -> Stepper:
+def trace(
+    momentum: float, *, nesterov: bool = False, ema: bool = False,
+    bias_correction: bool = False,
+) -> Stepper:
     """Heavy-ball momentum, as a sum or an exponential moving average, optionally Nesterov.
 
     Parameters
@@ -128,11 +138,20 @@ def trace(momentum: float, *, nesterov: bool = False, ema: bool = False) -> Step
     ema : bool, default False
         ``buf <- mu * buf + (1 - mu) * g`` (torch.optim.Muon) instead of
         ``buf <- mu * buf + g`` (SGD, the original Muon).
+    bias_correction : bool, default False
+        With ``ema``: divide by ``1 - mu^t`` as Adam does, ``t`` counted from 1. The
+        Nesterov look-ahead is then ``mu buf / (1 - mu^(t+1)) + (1 - mu) g / (1 - mu^t)``
+        (``optax.contrib.muon`` and NAdam); without Nesterov it is ``buf / (1 - mu^t)``.
 
     Returns
     -------
     Stepper
-        State `TraceState`.
+        State `TraceState`, or `CountedTraceState` with ``bias_correction``.
+
+    Raises
+    ------
+    ValueError
+        For ``bias_correction`` without ``ema`` (a sum has no bias to correct).
 
     Examples
     --------
@@ -144,20 +163,43 @@ def trace(momentum: float, *, nesterov: bool = False, ema: bool = False) -> Step
     >>> u, s = t.update(np.ones(1), s, None)
     >>> u
     array([1.5])
+    >>> t = optim.trace(0.5, ema=True, bias_correction=True)   # a constant gradient
+    >>> t.update(np.ones(1), t.init(np.zeros(1)), None)[0]     # is its own average
+    array([1.])
     """
     mu = float(momentum)
+    if bias_correction and not ema:
+        msg = "trace: bias_correction needs ema=True (a sum of gradients has no bias)"
+        raise ValueError(msg)
+
+    def average(grad, buf):
+        buf = lerp(buf, grad, 1.0 - mu) if ema else mu * buf + grad
+        if not nesterov:
+            return buf, buf
+        return (lerp(grad, buf, mu) if ema else grad + mu * buf), buf
 
     def init(param):
         xp = _xp.namespace(param)
+        if bias_correction:
+            return CountedTraceState(zeros_count(param), xp.zeros_like(param))
         return TraceState(xp.zeros_like(param))
 
     def update(grad, state, param):
-        buf = state.momentum_buffer
-        buf = lerp(buf, grad, 1.0 - mu) if ema else mu * buf + grad
-        if not nesterov:
-            return buf, TraceState(buf)
-        look = lerp(grad, buf, mu) if ema else grad + mu * buf
-        return look, TraceState(buf)
+        if not bias_correction:
+            out, buf = average(grad, state.momentum_buffer)
+            return out, TraceState(buf)
+        xp = _xp.namespace(grad)
+        step = state.step + 1.0
+        buf = lerp(state.momentum_buffer, grad, 1.0 - mu)
+
+        def correction(t):  # 1 - mu^t on the device, in the buffer's dtype
+            return xp.astype(1.0 - xp.pow(xp.full_like(step, mu), t), buf.dtype)
+
+        if nesterov:
+            out = buf * (mu / correction(step + 1.0)) + grad * ((1.0 - mu) / correction(step))
+        else:
+            out = buf / correction(step)
+        return out, CountedTraceState(step, buf)
 
     return Stepper(init, update)
 
@@ -334,6 +376,10 @@ def add_decayed_weights(weight_decay: float, *, cautious: bool = False) -> Stepp
     def direction(grad, param):
         if wd == 0.0:
             return grad
+        if param is None:
+            msg = ("weight decay reads the parameters: pass params to update "
+                   "(optax: update(updates, state, params))")
+            raise ValueError(msg)
         if not cautious:
             return grad + wd * param
         xp = _xp.namespace(grad)
@@ -406,16 +452,19 @@ def scale_by_learning_rate(learning_rate: float | Callable[[Array], Array | floa
     return Stepper(init, update)
 
 
-def shape_scale(shape: Sequence[int], mode: str | None) -> float:
+def shape_scale(shape: Sequence[int], mode: str | float | None) -> float:
     """The Muon update scale for a matrix of ``shape`` (the last two axes).
 
     Parameters
     ----------
     shape : tuple of int
         ``(..., m, n)``: m outputs (fan-out), n inputs (fan-in).
-    mode : {"jordan", "moonlight", "spectral", "none"}
+    mode : {"jordan", "moonlight", "spectral", "none"} or float
         ``sqrt(max(1, m/n))`` (Jordan), ``0.2 * sqrt(max(m, n))`` (Moonlight, to share
-        AdamW's learning rate), ``sqrt(m/n)`` (spectral, RMS->RMS), or 1.
+        AdamW's learning rate), ``sqrt(m/n)`` (spectral, RMS->RMS), or 1. A number
+        ``c`` gives ``c * sqrt(max(m, n))``: an update of RMS ``c`` for a full-rank
+        orthogonal direction (``optax.contrib.muon``'s ``consistent_rms``; Moonlight
+        is ``c = 0.2``).
 
     Returns
     -------
@@ -433,6 +482,11 @@ def shape_scale(shape: Sequence[int], mode: str | None) -> float:
     (2.0, 6.4)
     """
     m, n = shape[-2], shape[-1]
+    if isinstance(mode, (int, float)) and not isinstance(mode, bool):
+        if not (math.isfinite(mode) and mode > 0):
+            msg = f"an update scale given as a number is a target RMS > 0; got {mode!r}"
+            raise ValueError(msg)
+        return float(mode) * math.sqrt(max(m, n))
     if mode == "jordan":
         return math.sqrt(max(1.0, m / n))
     if mode == "moonlight":
@@ -445,13 +499,13 @@ def shape_scale(shape: Sequence[int], mode: str | None) -> float:
     raise ValueError(msg)
 
 
-def scale_by_shape(mode: str = "jordan") -> Stepper:
+def scale_by_shape(mode: str | float = "jordan") -> Stepper:
     """Multiply by the Muon update scale of the matrix (see `shape_scale`).
 
     Parameters
     ----------
-    mode : {"jordan", "moonlight", "spectral", "none"}, default "jordan"
-        The rule.
+    mode : {"jordan", "moonlight", "spectral", "none"} or float, default "jordan"
+        The rule; a number is a target RMS.
 
     Returns
     -------

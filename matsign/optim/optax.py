@@ -1,0 +1,307 @@
+"""matsign's optimizers as ``optax.GradientTransformation`` objects (needs jax and optax).
+
+Every transformation runs matsign's engine (`matsign.optim.multi`) over any pytree of
+parameters (nested dicts, lists, tuples): parameters of one label, shape and dtype are
+stacked and updated by one call, so Muon orthogonalises same-shape matrices in one
+batched Newton–Schulz call. The state is a pytree of arrays whose stacking layout is
+static, so ``init``, ``update`` and whole training steps go through ``jax.jit`` and
+``lax.scan``; it composes with ``optax.chain``, ``optax.multi_transform`` and
+``optax.apply_updates`` like any optax transformation.
+
+Weights are taken in optax's and flax's layout by default: a Dense kernel is
+``(fan_in, fan_out)`` and a conv kernel ``(kh, kw, in, out)`` (``layout=
+"fan_in_fan_out"``; pass ``"fan_out_fan_in"`` for torch's). Given a ``mesh``, every
+stack is constrained to be sharded along its stack axis, so each device
+orthogonalises its own matrices and the Newton–Schulz iteration needs no collective.
+
+Examples
+--------
+>>> import jax, jax.numpy as jnp, optax
+>>> from matsign.optim import optax as mo
+>>> params = {"dense": jnp.ones((4, 3)), "bias": jnp.zeros(3)}
+>>> opt = optax.chain(optax.clip_by_global_norm(1.0), mo.muon(0.02))
+>>> state = opt.init(params)
+>>> grads = jax.tree.map(jnp.ones_like, params)
+>>> updates, state = jax.jit(opt.update)(grads, state, params)
+>>> params = optax.apply_updates(params, updates)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import optax
+
+from . import _base, alias
+from . import shampoo as _shampoo
+from .muon import muon as _muon
+from .muon import route
+
+__all__ = ["adamw", "as_optax", "lion", "muon", "shampoo", "soap"]
+
+
+def as_optax(
+    steppers: _base.Stepper | Mapping[str, _base.Stepper], labels: Any = None, *,
+    reshape: str = "flatten", layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    mesh: jax.sharding.Mesh | None = None, axis: str | None = None,
+) -> optax.GradientTransformation:
+    """matsign steppers over a pytree of parameters, as an optax transformation.
+
+    Parameters
+    ----------
+    steppers : Stepper or dict of str to Stepper
+        One stepper for every parameter (``matsign.optim.muon(0.02)``), or one per
+        label.
+    labels : pytree or callable, optional
+        The label of each parameter, in the parameters' structure, or a callable
+        ``labels(params)`` returning it (as ``optax.multi_transform``); needed when
+        ``steppers`` is a dict. `matsign.optim.route` gives Muon's usual split.
+        Labels are read once, by ``init``; ``update`` follows the state's stacking.
+    reshape : {"flatten", "batch"}, default "flatten"
+        Parameters of more than two axes: one matrix (a conv kernel), or a stack of
+        matrices over the last two axes (per head, per expert); see
+        `matsign.optim.matrix_shape`.
+    layout : {"fan_in_fan_out", "fan_out_fan_in"}, default "fan_in_fan_out"
+        Which axis of a weight is its output: the last (optax, flax) or the first
+        (torch). Update scales and Muon's rules read ``(fan_out, fan_in)`` either way.
+    nonfinite : {"skip", "raise", "ignore"}, default "skip"
+        A gradient with inf or NaN: ``"skip"`` returns zero updates and keeps the
+        state, selected on the device (no host sync, under ``jax.jit`` too);
+        ``"raise"`` works only outside ``jax.jit``; ``"ignore"`` lets it through, as
+        optax's own transformations do.
+    mesh : jax.sharding.Mesh, optional
+        Constrain every stack of two or more matrices to be sharded along its stack
+        axis over ``axis``: each device updates its own matrices, and Newton–Schulz
+        runs without collectives. A stack whose count does not divide the axis size
+        is left to the compiler.
+    axis : str, optional
+        The mesh axis to shard stacks over; the mesh's only axis by default.
+
+    Returns
+    -------
+    optax.GradientTransformation
+        ``init(params)`` and ``update(updates, state, params=None)``; ``params`` are
+        needed only by steppers that read them (weight decay raises without them).
+
+    Raises
+    ------
+    ValueError
+        For an unknown option, a mesh without ``axis`` when it has several axes, or
+        (from ``init``) a parameter without a label.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from matsign import optim
+    >>> from matsign.optim.optax import as_optax
+    >>> params = {"w": jnp.ones((8, 4)), "b": jnp.zeros(4)}
+    >>> opt = as_optax({"muon": optim.muon(0.02), "adamw": optim.adamw(1e-3)},
+    ...                optim.route)
+    >>> [(label, keys) for label, keys in opt.init(params).groups]
+    [('muon', ('w',)), ('adamw', ('b',))]
+    """
+    place = None if mesh is None else _stack_sharding(mesh, axis)
+    options = {"reshape": reshape, "layout": layout, "nonfinite": nonfinite, "place": place}
+    engine = _base.multi(steppers, _labels_from_state, **options)
+
+    def init(params):
+        tree = labels(params) if callable(labels) else labels
+        return _base.multi(steppers, tree, **options).init(params)
+
+    def update(updates, state, params=None):
+        return engine.update(updates, state, params)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _labels_from_state(key, param):  # numpydoc ignore=PR01
+    """Never called: ``update`` follows the stacking that ``init`` stored in the state."""
+    raise AssertionError(key)
+
+
+def _stack_sharding(mesh, axis) -> Callable[[Any], Any]:
+    """``place`` for `matsign.optim.multi`: a stack sharded along its first axis."""
+    if axis is None:
+        if len(mesh.axis_names) != 1:
+            msg = f"mesh has axes {mesh.axis_names}: name the one to shard stacks over (axis=)"
+            raise ValueError(msg)
+        axis = mesh.axis_names[0]
+    if axis not in mesh.axis_names:
+        msg = f"axis {axis!r} is not an axis of the mesh {mesh.axis_names}"
+        raise ValueError(msg)
+    size = mesh.shape[axis]
+    spec = jax.sharding.PartitionSpec(axis)
+    sharding = jax.sharding.NamedSharding(mesh, spec)
+
+    def place(stacked):
+        if stacked.shape[0] % size:
+            return stacked
+        return jax.lax.with_sharding_constraint(stacked, sharding)
+
+    return place
+
+
+def muon(
+    learning_rate: float | Callable = 0.02, *, other: _base.Stepper | None = None,
+    labels: Any = None, reshape: str = "flatten", layout: str = "fan_in_fan_out",
+    nonfinite: str = "skip", mesh: jax.sharding.Mesh | None = None, axis: str | None = None,
+    **options: Any,
+) -> optax.GradientTransformation:
+    """Muon on the hidden matrices, ``other`` on the rest: `matsign.optim.muon` for optax.
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 0.02
+        Muon's learning rate, or a schedule of the step count.
+    other : Stepper, optional
+        For the parameters Muon does not take; default
+        ``matsign.optim.adamw(learning_rate, weight_decay=0.0)``, as
+        ``optax.contrib.muon`` (which also runs Adam, undecayed, on them).
+    labels : pytree or callable, optional
+        ``"muon"`` or ``"other"`` per parameter (see `as_optax`); default
+        `matsign.optim.route`: matrices (two or more axes) except those named like
+        embeddings and output heads (``embed``, ``lm_head``, ...).
+    reshape, layout, nonfinite, mesh, axis
+        See `as_optax`.
+    **options
+        The options of `matsign.optim.muon`: ``momentum``, ``nesterov``,
+        ``bias_correction`` (``True`` for ``optax.contrib.muon``'s bias-corrected
+        Nesterov), ``weight_decay``, ``update_scale`` (a number ``c`` is
+        ``consistent_rms=c``), ``schedule``, ``steps``, ``dtype``, ...
+
+    Returns
+    -------
+    optax.GradientTransformation
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from matsign.optim.optax import muon
+    >>> opt = muon(0.02, bias_correction=True, method="svd")  # the exact U V^T
+    >>> params = {"w": jnp.eye(3), "b": jnp.zeros(3)}
+    >>> grads = {"w": jnp.diag(jnp.array([3.0, 2.0, 1.0])), "b": jnp.ones(3)}
+    >>> updates, state = opt.update(grads, opt.init(params))
+    >>> print(jnp.round(updates["w"], 3))
+    [[-0.02 -0.   -0.  ]
+     [-0.   -0.02 -0.  ]
+     [-0.   -0.   -0.02]]
+    >>> [(label, keys) for label, keys in state.groups]
+    [('muon', ('w',)), ('other', ('b',))]
+    """
+    steppers = {"muon": _muon(learning_rate, **options),
+                "other": alias.adamw(learning_rate, weight_decay=0.0) if other is None else other}
+    if labels is None:
+        labels = _default_labels
+    return as_optax(steppers, labels, reshape=reshape, layout=layout, nonfinite=nonfinite,
+                    mesh=mesh, axis=axis)
+
+
+def _default_labels(params):  # numpydoc ignore=PR01,RT01
+    """`matsign.optim.route`'s split into "muon" and "other"."""
+    return route(params, matrix="muon", other="other")
+
+
+def _everywhere(stepper, reshape, layout, nonfinite, mesh, axis):
+    return as_optax(stepper, reshape=reshape, layout=layout, nonfinite=nonfinite, mesh=mesh,
+                    axis=axis)
+
+
+def adamw(
+    learning_rate: float | Callable = 1e-3, *, reshape: str = "flatten",
+    layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    mesh: jax.sharding.Mesh | None = None, axis: str | None = None, **options: Any,
+) -> optax.GradientTransformation:
+    """`matsign.optim.adamw` on every parameter (torch's defaults: ``weight_decay=0.01``).
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 1e-3
+        A constant or a schedule of the step count.
+    reshape, layout, nonfinite, mesh, axis
+        See `as_optax`.
+    **options
+        The options of `matsign.optim.adamw` (``b1``, ``b2``, ``eps``,
+        ``weight_decay``, ``amsgrad``, ``cautious_mask``, ...).
+
+    Returns
+    -------
+    optax.GradientTransformation
+    """
+    return _everywhere(alias.adamw(learning_rate, **options), reshape, layout, nonfinite,
+                       mesh, axis)
+
+
+def lion(
+    learning_rate: float | Callable = 1e-4, *, reshape: str = "flatten",
+    layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    mesh: jax.sharding.Mesh | None = None, axis: str | None = None, **options: Any,
+) -> optax.GradientTransformation:
+    """`matsign.optim.lion` on every parameter.
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 1e-4
+        A constant or a schedule of the step count.
+    reshape, layout, nonfinite, mesh, axis
+        See `as_optax`.
+    **options
+        The options of `matsign.optim.lion` (``b1``, ``b2``, ``weight_decay``, ...).
+
+    Returns
+    -------
+    optax.GradientTransformation
+    """
+    return _everywhere(alias.lion(learning_rate, **options), reshape, layout, nonfinite,
+                       mesh, axis)
+
+
+def shampoo(
+    learning_rate: float | Callable = 1e-3, *, reshape: str = "flatten",
+    layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    mesh: jax.sharding.Mesh | None = None, axis: str | None = None, **options: Any,
+) -> optax.GradientTransformation:
+    """`matsign.optim.shampoo` on every parameter (each one alone: not stacked).
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 1e-3
+        A constant or a schedule of the step count.
+    reshape, layout, nonfinite, mesh, axis
+        See `as_optax`.
+    **options
+        The options of `matsign.optim.shampoo` (``every``, ``start``, ``max_dim``,
+        ``weight_decay``, ...).
+
+    Returns
+    -------
+    optax.GradientTransformation
+    """
+    return _everywhere(_shampoo.shampoo(learning_rate, **options), reshape, layout,
+                       nonfinite, mesh, axis)
+
+
+def soap(
+    learning_rate: float | Callable = 3e-3, *, reshape: str = "flatten",
+    layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    mesh: jax.sharding.Mesh | None = None, axis: str | None = None, **options: Any,
+) -> optax.GradientTransformation:
+    """`matsign.optim.soap` on every parameter (each one alone: not stacked).
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 3e-3
+        A constant or a schedule of the step count.
+    reshape, layout, nonfinite, mesh, axis
+        See `as_optax`.
+    **options
+        The options of `matsign.optim.soap` (``b1``, ``b2``, ``every``,
+        ``max_precond_dim``, ``weight_decay``, ...).
+
+    Returns
+    -------
+    optax.GradientTransformation
+    """
+    return _everywhere(_shampoo.soap(learning_rate, **options), reshape, layout,
+                       nonfinite, mesh, axis)
