@@ -366,3 +366,108 @@ def test_orthogonalize_checks_its_options_with_newton_schulz_rules():
         from matsign import newton_schulz
 
         newton_schulz(np.eye(2), match="torch")
+
+
+def _nested_params(rng):
+    """A flax-like tree: nested dicts, a list, a tuple, in (fan_in, fan_out) layout."""
+    return {"block": {"attn": rng.standard_normal((6, 4)), "mlp": rng.standard_normal((6, 4)),
+                      "norm": rng.standard_normal(4)},
+            "layers": [rng.standard_normal((3, 3, 2, 4)), (rng.standard_normal((4, 5)),)],
+            "embed": {"table": rng.standard_normal((9, 6))}}
+
+
+def test_route_keeps_the_structure_and_names_nested_paths():
+    labels = optim.route(_nested_params(_rng()))
+    assert labels == {"block": {"attn": "muon", "mlp": "muon", "norm": "adamw"},
+                      "layers": ["muon", ("muon",)], "embed": {"table": "adamw"}}
+
+
+def test_nested_trees_equal_per_parameter_application(backend):
+    """multi over nested dicts/lists/tuples, flax layout: each leaf as if alone.
+
+    Oracle: the same stepper on each leaf by itself, seen as a torch-layout matrix
+    (the transpose of the (fan_in, fan_out) weight; a conv (kh, kw, in, out) kernel as
+    out x (kh kw in)), its update transposed back.
+    """
+    rng = _rng(11)
+    host = _nested_params(rng)
+    flat = dict(optim._tree.leaves(host))
+    grads_host = optim._tree.rebuild(host, lambda key, p: rng.standard_normal(p.shape))
+    on = lambda tree: optim._tree.rebuild(tree, lambda key, a: _as(backend, a))  # noqa: E731
+    params, grads = on(host), on(grads_host)
+    step = optim.multi(_steppers(), optim.route(params), layout="fan_in_fan_out")
+    state = step.init(params)
+    assert next(keys for _, keys in state.groups) == ("block.attn", "block.mlp")
+    updates, _ = step.update(grads, state, params)
+    assert optim._tree.rebuild(updates, lambda key, u: tuple(u.shape)) == \
+        optim._tree.rebuild(host, lambda key, p: p.shape)
+    labels = dict(optim._tree.leaves(optim.route(host)))
+    grad_leaves = dict(optim._tree.leaves(grads_host))
+    for key, u in optim._tree.leaves(updates):
+        p, g = flat[key], grad_leaves[key]
+        if p.ndim >= 2:  # torch layout: (fan_out, fan_in)
+            p, g = (a.reshape(-1, a.shape[-1]).T for a in (p, g))
+        single = _steppers()[labels[key]]
+        q = _as(backend, p)
+        expected, _ = single.update(_as(backend, g), single.init(q), q)
+        expected = to_numpy(expected)
+        if flat[key].ndim >= 2:
+            expected = expected.T.reshape(flat[key].shape)
+        np.testing.assert_allclose(to_numpy(u), expected, atol=1e-6, err_msg=key)
+
+
+def test_apply_updates_on_nested_trees(backend):
+    params = {"a": [_as(backend, np.ones(2)), (_as(backend, np.zeros(1)),)], "b": None}
+    updates = {"a": [_as(backend, np.full(2, 0.5)), (_as(backend, np.ones(1)),)], "b": None}
+    new = optim.apply_updates(params, updates)
+    assert new["b"] is None and isinstance(new["a"][1], tuple)
+    np.testing.assert_array_equal(to_numpy(new["a"][0]), [1.5, 1.5])
+    np.testing.assert_array_equal(to_numpy(new["a"][1][0]), [1.0])
+    with pytest.raises(KeyError, match="no entry"):
+        optim.apply_updates(params, {"a": [updates["a"][0]]})
+
+
+def test_colliding_names_and_missing_labels_are_clear_errors():
+    with pytest.raises(ValueError, match=r"share the name .a\.b."):
+        optim.multi(optim.adamw()).init({"a.b": np.ones(2), "a": {"b": np.ones(2)}})
+    step = optim.multi({"adamw": optim.adamw()}, {"w": "adamw"})
+    with pytest.raises(KeyError, match="labels have no entry for the parameter 'v'"):
+        step.init({"w": np.ones(2), "v": np.ones(2)})
+    with pytest.raises(ValueError, match="layout"):
+        optim.multi(optim.adamw(), layout="in_out")
+
+
+def test_weight_decay_without_params_is_a_clear_error():
+    step = optim.multi(optim.muon(0.1, weight_decay=0.1))
+    params = {"w": np.eye(2)}
+    with pytest.raises(ValueError, match="pass params"):
+        step.update({"w": np.eye(2)}, step.init(params), None)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_bias_corrected_trace_matches_the_closed_form(backend, nesterov):
+    """EMA m_t = sum_s (1-mu) mu^(t-s) g_s; corrected m_t / (1 - mu^t) (Adam's rule);
+    Nesterov: mu m_t / (1 - mu^(t+1)) + (1 - mu) g_t / (1 - mu^t) (optax.contrib.muon)."""
+    mu, grads = 0.9, _rng(12).standard_normal((4, 3))
+    t = optim.trace(mu, ema=True, nesterov=nesterov, bias_correction=True)
+    state = t.init(_as(backend, np.zeros(3)))
+    for step in range(1, 5):
+        out, state = t.update(_as(backend, grads[step - 1]), state, None)
+        m = sum((1 - mu) * mu ** (step - s) * grads[s - 1] for s in range(1, step + 1))
+        expected = (mu * m / (1 - mu ** (step + 1)) + (1 - mu) * grads[step - 1] / (1 - mu**step)
+                    if nesterov else m / (1 - mu**step))
+        np.testing.assert_allclose(to_numpy(out), expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="ema"):
+        optim.trace(mu, bias_correction=True)
+
+
+def test_numeric_update_scale_is_a_target_rms():
+    """c sqrt(max(m, n)) makes a full-rank orthogonal m x n update's RMS exactly c."""
+    for shape in [(8, 2), (2, 8), (5, 5)]:
+        Q = _polar_factor(_rng(13).standard_normal(shape))
+        u, _ = optim.scale_by_shape(0.3).update(Q, (), None)
+        assert math.isclose(float(np.sqrt(np.mean(u * u))), 0.3, rel_tol=1e-12)
+    assert optim.shape_scale((8, 2), 0.2) == optim.shape_scale((8, 2), "moonlight")
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="RMS"):
+            optim.scale_by_shape(bad)
