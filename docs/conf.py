@@ -41,9 +41,11 @@ numpydoc_xref_param_type = False
 
 # --- Doctests in the .rst pages (the docstrings run under pytest --doctest-modules) -------
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_JAX = all(importlib.util.find_spec(name) is not None for name in ("jax", "optax"))
 doctest_global_setup = f"""
 import numpy as np
 HAS_TORCH = {HAS_TORCH!r}
+HAS_JAX = {HAS_JAX!r}
 """
 doctest_test_doctest_blocks = "default"
 
