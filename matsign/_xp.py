@@ -29,6 +29,7 @@ __all__ = [
     "as_contiguous",
     "astype",
     "compute_dtype",
+    "cond",
     "decomposition_dtype",
     "device",
     "each_matrix",
@@ -49,6 +50,7 @@ __all__ = [
     "symmetric_product_add",
     "symmetric_square_add",
     "to_numpy",
+    "while_loop",
 ]
 
 
@@ -235,6 +237,47 @@ def reads_free(x):
     xp = array_api_compat.array_namespace(x)
     return (array_api_compat.is_numpy_namespace(xp)
             or array_api_compat.is_array_api_strict_namespace(xp))
+
+
+def cond(pred, true_fn, false_fn, *operands):
+    """``true_fn(*operands)`` if the 0-d boolean ``pred`` holds, else ``false_fn(*operands)``.
+
+    Both branches must return the same structure, shapes and dtypes. For a JAX
+    ``pred``, traced or not, this is ``jax.lax.cond``: the decision stays on the device
+    (no host sync) and only the branch taken runs; called outside ``jax.jit`` it traces
+    both branches at every call (tens of milliseconds for new closures), so jit the
+    step. Any other ``pred`` is read on the host, ``bool(pred)``: free for NumPy, torch
+    on the CPU and array-api-strict (`reads_free`); one host read, a device sync, per
+    call for CUDA tensors and CuPy arrays; a graph break under ``torch.compile``.
+    """
+    if array_api_compat.is_jax_array(pred):
+        import jax
+
+        return jax.lax.cond(pred, true_fn, false_fn, *operands)
+    return true_fn(*operands) if bool(pred) else false_fn(*operands)
+
+
+def while_loop(cond_fn, body_fn, init):
+    """``carry = body_fn(carry)`` while ``cond_fn(carry)``, from ``init``; returns the carry.
+
+    For a carry holding JAX arrays this is ``jax.lax.while_loop``: the loop runs on the
+    device, under ``jax.jit`` too (the carry keeps its structure, shapes and dtypes;
+    Python numbers in ``init`` become arrays). Otherwise a Python loop that reads
+    ``cond_fn`` on the host each time: free when it is a Python bool or a host array,
+    one sync per step on CUDA and CuPy.
+    """
+    if any(array_api_compat.is_jax_array(leaf) for leaf in _leaves(init)):
+        import jax
+
+        return jax.lax.while_loop(cond_fn, body_fn, init)
+    carry = init
+    while bool(cond_fn(carry)):
+        carry = body_fn(carry)
+    return carry
+
+
+def _leaves(carry):
+    return [x for part in carry for x in _leaves(part)] if isinstance(carry, tuple) else [carry]
 
 
 def all_finite(x, *, xp):

@@ -371,8 +371,10 @@ def spectral_norm(
         Real input.
     tol : float or None, default 1e-6
         Stop once every matrix's estimate changed by at most ``tol`` times itself in
-        one step; each step reads that on the host (one sync per step). None runs
-        exactly ``max_steps`` steps without a sync.
+        one step. On JAX the loop runs on the device (``lax.while_loop``, under
+        ``jax.jit`` too); elsewhere each step reads the test on the host (free on the
+        CPU, one sync per step on CUDA). None runs exactly ``max_steps`` steps without
+        a sync.
     max_steps : int, default 100
         Step limit.
     xp : namespace, optional
@@ -387,7 +389,8 @@ def spectral_norm(
     Raises
     ------
     ConvergenceError
-        With ``tol``, if ``max_steps`` steps do not reach it.
+        With ``tol``, if ``max_steps`` steps do not reach it (one host read at the
+        end; under ``jax.jit`` nothing is read and the last estimate is returned).
     ValueError
         For fewer than two axes.
     TypeError
@@ -426,14 +429,23 @@ def _power_iteration(X, tol, max_steps, xp):
     v = xp.cos(xp.arange(n, dtype=X.dtype, device=_xp.device(X)) * 2.3999632 + 0.5)
     v = xp.broadcast_to(v[:, None], (*X.shape[:-2], n, 1))
     estimate = xp.zeros(X.shape[:-2], dtype=X.dtype, device=_xp.device(X))
-    for _ in range(max_steps):
+    settled = xp.asarray(False, device=_xp.device(X))
+
+    def going(carry):
+        steps = carry[0] < max_steps
+        return steps if tol is None else xp.logical_and(steps, xp.logical_not(carry[3]))
+
+    def step(carry):
+        k, v, previous, _ = carry
         Xv = X @ v
-        previous, estimate = estimate, _column_norm(Xv, xp)
-        if tol is not None and bool(xp.all(xp.abs(estimate - previous) <= tol * estimate)):
-            return estimate
+        estimate = _column_norm(Xv, xp)
         w = xp.matrix_transpose(X) @ Xv
         v = w / _xp.safe_divisor(_column_norm(w, xp)[..., None, None], xp=xp)
-    if tol is None:
+        stop = settled if tol is None else xp.all(xp.abs(estimate - previous) <= tol * estimate)
+        return k + 1, v, estimate, stop
+
+    _, _, estimate, settled = _xp.while_loop(going, step, (0, v, estimate, settled))
+    if tol is None or _xp.is_traced(settled) or bool(settled):
         return estimate
     msg = f"spectral_norm: {max_steps} power steps did not reach tol={tol}"
     raise ConvergenceError(msg)
