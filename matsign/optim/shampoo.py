@@ -96,16 +96,31 @@ class ShampooState(NamedTuple):
     exp_avg_sq: Any
 
 
-def _host_step(step):
-    """The 0-d step count as a Python int: one host sync per step (no copy), documented."""
-    return int(step)
+def _correction(b, step, xp):
+    """Adam's bias correction ``1 - b^step`` for the 0-d ``step``, in its dtype and place.
+
+    Formed as ``-expm1(step log b)``: ``1 - b^step`` in float32 would lose five digits
+    to cancellation early on (``b = 0.999``: the rounding of ``b`` alone is 1e-5 of it).
+    """
+    if b == 0.0:
+        return xp.ones_like(step)  # 1 - 0^step, step >= 1
+    return -xp.expm1(step * math.log(b))
+
+
+def _on_schedule(step, start, every):
+    """Whether the 0-d ``step`` is one of ``start, start + every, ...`` (True: all are)."""
+    if start == 1 and every == 1:
+        return True
+    due = step >= start
+    return due if every == 1 else due & ((step - start) % every == 0)
 
 
 def _adam(grad, step, m, v, b1, b2, eps, xp):
-    """Adam's moments and bias-corrected direction, ``step`` counted from 1."""
+    """Adam's moments and bias-corrected direction, the 0-d ``step`` counted from 1."""
     m, v = moments(m, v, grad, b1, b2)
-    m_hat = m / (1.0 - b1**step)
-    return m, v, m_hat, m_hat / (xp.sqrt(v / (1.0 - b2**step)) + eps)
+    m_hat = m / xp.astype(_correction(b1, step, xp), m.dtype)
+    v_hat = v / xp.astype(_correction(b2, step, xp), v.dtype)
+    return m, v, m_hat, m_hat / (xp.sqrt(v_hat) + eps)
 
 
 def _norm(x, xp):
@@ -148,7 +163,15 @@ def scale_by_shampoo(
 
     Notes
     -----
-    Reading the step count to decide when to recompute is one host sync per step.
+    The step count stays a 0-d array. Whether a step recomputes the roots is taken
+    where the step count lives: under ``jax.jit`` on the device (``lax.cond``: no host
+    sync, and the roots are computed only on the steps that need them); on NumPy and
+    torch on the CPU on the host, at no cost; for CUDA tensors and CuPy arrays outside
+    a trace by one host read of the step count per step (none when ``start`` and
+    ``every`` are 1). Before ``start`` Adam's
+    direction is selected element-wise (``where``). Called eagerly, the root
+    computation still checks its factors on the host (finite, definite): the stepper
+    is marked ``host_step`` (see `matsign.optim.Stepper`).
 
     References
     ----------
@@ -178,23 +201,23 @@ def scale_by_shampoo(
         return ShampooState(zeros_count(param), factors, zeros, xp.zeros_like(param),
                             xp.zeros_like(param))
 
+    def roots(factors):
+        return kron.preconditioners(factors, exponents=exponents, **root_options)
+
     def update(grad, state, param):
         xp = _xp.namespace(grad)
         step = state.step + 1.0
-        t = _host_step(step)
         factors = kron.update_factors(grad, state.factors, beta=beta)
-        m, v, m_hat, adam = _adam(grad, t, state.exp_avg, state.exp_avg_sq, b1, b2, eps, xp)
-        pre = state.preconditioners
-        if t >= start and (t - start) % every == 0:
-            pre = kron.preconditioners(factors, exponents=exponents, xp=xp, **root_options)
-        new = ShampooState(step, factors, pre, m, v)
-        if t < start:
-            return adam, new
+        m, v, m_hat, adam = _adam(grad, step, state.exp_avg, state.exp_avg_sq, b1, b2, eps, xp)
+        pre = _xp.cond(_on_schedule(step, start, every), roots,
+                       lambda _: state.preconditioners, factors)
         direction = kron.precondition(m_hat, pre, xp=xp)
         if graft:
             norm = _norm(direction, xp)
             direction = direction * (_norm(adam, xp) / _xp.safe_divisor(norm, xp=xp))
-        return direction, new
+        if start > 1:  # before start the roots are zero, so the direction is finite
+            direction = xp.where(step < start, adam, direction)
+        return direction, ShampooState(step, factors, pre, m, v)
 
     return Stepper(init, update, stackable=False, host_step=True)
 
@@ -263,7 +286,14 @@ def scale_by_soap(
     ``Q (Q^T m / (sqrt(v) + eps)) * sqrt(1 - b2^s) / (1 - b1^s)`` (the bias correction
     sits outside ``eps``, as in the reference). The factors then take ``g`` and, every
     ``every`` Adam steps, the bases are refreshed and ``v`` permuted to follow their
-    columns. The step count is read on the host (one sync per step).
+    columns (refreshed bases keep the dtype of the old ones).
+
+    The step count stays a 0-d array. Whether a step is the first one and whether it
+    refreshes the bases is taken where the step count lives: under ``jax.jit`` on the
+    device (``lax.cond``: no host sync, and eigh or the refresh run only on the steps
+    that need them); on NumPy and torch on the CPU on the host, at no cost; for CUDA
+    tensors and CuPy arrays outside a trace by host reads of the step count: one on
+    the first step, two on each later one (one with ``every=1``).
 
     At the same learning rate SOAP may start slower than Adam, as the reference code
     does: the first bases come from one minibatch's statistics, and Adam's per-coordinate
@@ -303,29 +333,45 @@ def scale_by_soap(
         return SOAPState(zeros_count(param), factors, bases, xp.zeros_like(param),
                          xp.zeros_like(rotated))
 
-    def update(grad, state, param):
+    def set_up(grad, state, factors):  # the first gradient only sets up the bases
+        bases = kron.eigenbases(factors)
+        return _xp.namespace(grad).zeros_like(grad), bases, state.exp_avg, state.exp_avg_sq
+
+    def adam_step(grad, state, factors):
         xp = _xp.namespace(grad)
-        step = state.step + 1.0
-        t = _host_step(step)
-        factors = kron.update_factors(grad, state.factors, beta=factor_beta, xp=xp)
-        if t == 1:  # the first gradient only sets up the bases, as the reference code
-            new = SOAPState(step, factors, kron.eigenbases(factors, xp=xp), state.exp_avg,
-                            state.exp_avg_sq)
-            return xp.zeros_like(grad), new
-        bases, s = state.bases, t - 1  # Adam steps taken so far, this one included
+        bases, s = state.bases, state.step  # Adam steps taken so far, this one included
         rotated = kron.project(grad, bases, xp=xp)
         m, v = moments(state.exp_avg, state.exp_avg_sq, grad, b1, b2, squared=rotated)
         adam = kron.project(m, bases, xp=xp) / (xp.sqrt(v) + eps)
         direction = kron.unproject(adam, bases, xp=xp)
         if normalize:
             direction = direction / (xp.sqrt(xp.mean(direction * direction)) + 1e-30)
-        direction = direction * (math.sqrt(1.0 - b2**s) / (1.0 - b1**s))
-        if s % every == 0:
-            bases, orders = kron.refresh_eigenbases(factors, bases, xp=xp)
-            v = _permute(v, orders, xp)
+        correction = xp.sqrt(_correction(b2, s, xp)) / _correction(b1, s, xp)
+        direction = direction * xp.astype(correction, direction.dtype)
+        bases, v = _xp.cond(_on_schedule(s, every, every), _refresh, _kept, bases, v, factors)
+        return direction, bases, m, v
+
+    def update(grad, state, param):
+        step = state.step + 1.0
+        factors = kron.update_factors(grad, state.factors, beta=factor_beta)
+        direction, bases, m, v = _xp.cond(step == 1.0, set_up, adam_step, grad, state, factors)
         return direction, SOAPState(step, factors, bases, m, v)
 
     return Stepper(init, update, stackable=False, host_step=True)
+
+
+def _refresh(bases, v, factors):
+    """SOAP's refresh of ``bases`` (in their dtype) and ``v`` permuted to follow them."""
+    xp = _xp.namespace(v)
+    new, orders = kron.refresh_eigenbases(factors, bases, xp=xp)
+    kept = tuple(None if Q is None else _xp.astype(Q, old.dtype, xp=xp)
+                 for Q, old in zip(new.bases, bases.bases, strict=True))
+    return kron.Eigenbases(kept, new.layout), _permute(v, orders, xp)
+
+
+def _kept(bases, v, factors):
+    """The bases and ``v`` as they are (a step without refresh)."""
+    return bases, v
 
 
 def _unrotated(factors):
