@@ -35,9 +35,10 @@ import jax
 import optax
 
 from . import _base, alias
-from . import shampoo as _shampoo
 from .muon import muon as _muon
 from .muon import route
+from .shampoo import shampoo as _shampoo
+from .shampoo import soap as _soap
 
 __all__ = ["adamw", "as_optax", "lion", "muon", "shampoo", "soap"]
 
@@ -278,7 +279,7 @@ def shampoo(
     -------
     optax.GradientTransformation
     """
-    return _everywhere(_shampoo.shampoo(learning_rate, **options), reshape, layout,
+    return _everywhere(_shampoo(learning_rate, **options), reshape, layout,
                        nonfinite, mesh, axis)
 
 
@@ -303,5 +304,5 @@ def soap(
     -------
     optax.GradientTransformation
     """
-    return _everywhere(_shampoo.soap(learning_rate, **options), reshape, layout,
+    return _everywhere(_soap(learning_rate, **options), reshape, layout,
                        nonfinite, mesh, axis)
