@@ -772,7 +772,7 @@ class _KronOptimizer(_StepperOptimizer):
         if group["nonfinite"] != "ignore":
             finite = distributed.agree(all_finite(grads, xp=torch), process_group)
             check_nonfinite(finite, group["nonfinite"], where=f"a {type(self).__name__} group")
-            if not bool(finite):  # the stepper reads its step on the host anyway
+            if not bool(finite):  # eager roots check their input on the host anyway
                 return
         here = [distributed.local(p) for p in params]
         owners = self._owners(index, params, group, process_group)
@@ -918,9 +918,10 @@ class Shampoo(_KronOptimizer):
     -----
     State per parameter: the entries of `matsign.optim.ShampooState`, ``step``,
     ``exp_avg``, ``exp_avg_sq`` and per mode ``factors.factors.<i>`` and
-    ``preconditioners.matrices.<i>`` (shape ``(*grid, block, block)``). The stepper reads
-    the step count on the host each step, so ``"skip"`` decides on the host as well,
-    without running the stepper (inverse roots reject non-finite input).
+    ``preconditioners.matrices.<i>`` (shape ``(*grid, block, block)``). Eagerly the
+    stepper decides when to recompute on the host (free on the CPU, one read of the step
+    count per step on CUDA) and its inverse roots reject non-finite input, so ``"skip"``
+    decides on the host as well, without running the stepper.
 
     References
     ----------
