@@ -471,3 +471,86 @@ def test_numeric_update_scale_is_a_target_rms():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="RMS"):
             optim.scale_by_shape(bad)
+
+
+def _blocks_polar(G, sizes, axis):
+    """Each block's polar factor (float64 SVD), reassembled: the oracle of split=."""
+    cuts = np.cumsum(sizes)[:-1]
+    parts = np.split(G, cuts, axis=axis)
+    return np.concatenate([_polar_factor(b) for b in parts], axis=axis)
+
+
+@pytest.mark.parametrize(("split", "axis", "sizes"), [
+    (3, -2, (2, 2, 2)),          # fused QKV rows
+    (6, -2, (1,) * 6),           # one row per "head"
+    ((4, 1, 1), -2, (4, 1, 1)),  # grouped-query attention: d_q, d_kv, d_kv
+    (2, -1, (2, 2)),             # heads of an output projection (columns)
+])
+def test_split_orthogonalises_each_block(backend, monkeypatch, split, axis, sizes):
+    """msign of each block, scaled by the block's own shape, in one call per block size."""
+    G = _rng(14).standard_normal((6, 4))
+    calls = []
+    real = transforms.msign
+    monkeypatch.setattr(transforms, "msign",
+                        lambda X, **k: calls.append(tuple(X.shape)) or real(X, **k))
+    step = optim.muon(1.0, method="svd", split=split, split_axis=axis, nesterov=False)
+    u, _ = step.update(_as(backend, G), step.init(_as(backend, G)), None)
+    scales = np.concatenate([np.full(k, math.sqrt(max(1.0, k / 4)) if axis == -2
+                                     else math.sqrt(max(1.0, 6 / k))) for k in sizes])
+    expected = -_blocks_polar(G, sizes, axis)
+    expected = expected * (scales[:, None] if axis == -2 else scales[None, :])
+    np.testing.assert_allclose(to_numpy(u), expected, atol=1e-6)
+    assert len(calls) == len(set(sizes))  # one batched call per distinct block size
+
+
+def test_split_keeps_stacks_in_one_call_and_rejects_bad_splits(monkeypatch):
+    G = _rng(15).standard_normal((4, 6, 4))  # a stack of 4 fused QKV matrices
+    calls = []
+    real = transforms.newton_schulz
+    monkeypatch.setattr(transforms, "newton_schulz",
+                        lambda X, *a, **k: calls.append(tuple(X.shape)) or real(X, *a, **k))
+    out, _ = optim.orthogonalize(split=3).update(G, (), None)
+    assert calls == [(4, 3, 2, 4)]
+    expected = np.stack([optim.orthogonalize().update(g.reshape(3, 2, 4), (), None)[0]
+                         .reshape(6, 4) for g in G])
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="does not tile"):
+        optim.orthogonalize(split=4).update(G, (), None)
+    for bad in (0, (2, 0), (), 1.5):
+        with pytest.raises(ValueError, match="split"):
+            optim.orthogonalize(split=bad)
+    with pytest.raises(ValueError, match="split_axis"):
+        optim.orthogonalize(split=2, split_axis=0)
+
+
+def test_dual_norm_step_is_the_nuclear_norm_times_the_polar_factor(backend):
+    """Steepest descent under the spectral norm: ||N||_* U V^T (exact by SVD)."""
+    G = _rng(16).standard_normal((2, 5, 3))
+    step = optim.orthogonalize(method="svd", dual_norm_step=True)
+    u, _ = step.update(_as(backend, G), (), None)
+    expected = np.stack([np.linalg.svd(g, compute_uv=False).sum() * _polar_factor(g)
+                         for g in G])
+    np.testing.assert_allclose(to_numpy(u), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dual_norm_step_follows_optax_adaptive_muon():
+    """optax.contrib.muon(adaptive=True) scales by <mu_hat, O>: 20 steps agree (float64)."""
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    from matsign.optim import optax as mo
+
+    with jax.enable_x64(True):
+        rng = _rng(17)
+        params = {"a": jax.numpy.asarray(rng.standard_normal((8, 12))),
+                  "b": jax.numpy.asarray(rng.standard_normal((12, 8)))}
+        ref = optax.contrib.muon(0.01, adaptive=True)
+        ours = mo.muon(0.01, bias_correction=True, dual_norm_step=True)
+        p1, p2, s1, s2 = params, params, ref.init(params), ours.init(params)
+        for _ in range(20):
+            g = {k: jax.numpy.asarray(rng.standard_normal(v.shape)) for k, v in params.items()}
+            u1, s1 = ref.update(g, s1, p1)
+            u2, s2 = ours.update(g, s2, p2)
+            p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+        for k in params:  # optax divides by ||X||_F + 1e-8, matsign by max(||X||_F, 1e-7):
+            a, b = np.asarray(p2[k]), np.asarray(p1[k])  # 1e-9 apart at ||X||_F ~ 10
+            assert np.max(np.abs(a - b)) <= 1e-7 * np.max(np.abs(b))

@@ -29,6 +29,8 @@ def muon(
     update_scale: str | float = "jordan",
     schedule: str | Schedule | Sequence[float] = "jordan", steps: int | None = None,
     eps: float = 1e-7, dtype: DType | None = None, method: str = "newton_schulz",
+    split: int | Sequence[int] | None = None, split_axis: int = -2,
+    dual_norm_step: bool = False,
 ) -> Stepper:
     """Muon: orthogonalised momentum for matrix parameters.
 
@@ -64,6 +66,13 @@ def muon(
         The orthogonalisation (see `orthogonalize`): by default Jordan's quintic
         ``(3.4445, -4.7750, 2.0315)`` for 5 steps in the gradient's dtype; pass
         ``dtype=torch.bfloat16`` to compute it as torch.optim.Muon does.
+    split, split_axis : optional
+        Orthogonalise blocks of each matrix separately (fused QKV into three, or one
+        block per attention head), still in one batched call; the update scale is then
+        each block's (see `orthogonalize`).
+    dual_norm_step : bool, default False
+        Step length ``<N, O>``, the dual norm of the orthogonalised input: steepest
+        descent under the spectral norm (see `orthogonalize`).
 
     Returns
     -------
@@ -101,8 +110,9 @@ def muon(
     """
     return chain(
         trace(momentum, nesterov=nesterov, ema=ema, bias_correction=bias_correction),
-        orthogonalize(schedule=schedule, steps=steps, eps=eps, dtype=dtype, method=method),
-        scale_by_shape(update_scale),
+        orthogonalize(schedule=schedule, steps=steps, eps=eps, dtype=dtype, method=method,
+                      split=split, split_axis=split_axis, dual_norm_step=dual_norm_step),
+        scale_by_shape(update_scale, split=split, split_axis=split_axis),
         add_decayed_weights(weight_decay, cautious=cautious_weight_decay),
         scale_by_learning_rate(learning_rate),
     )

@@ -499,13 +499,18 @@ def shape_scale(shape: Sequence[int], mode: str | float | None) -> float:
     raise ValueError(msg)
 
 
-def scale_by_shape(mode: str | float = "jordan") -> Stepper:
+def scale_by_shape(
+    mode: str | float = "jordan", *, split: int | Sequence[int] | None = None,
+    split_axis: int = -2,
+) -> Stepper:
     """Multiply by the Muon update scale of the matrix (see `shape_scale`).
 
     Parameters
     ----------
     mode : {"jordan", "moonlight", "spectral", "none"} or float, default "jordan"
         The rule; a number is a target RMS.
+    split, split_axis
+        Scale each block by its own shape (see `orthogonalize`).
 
     Returns
     -------
@@ -520,13 +525,112 @@ def scale_by_shape(mode: str | float = "jordan") -> Stepper:
     array([2., 2., 2., 2.])
     """
     shape_scale((1, 1), mode)
-    return stateless(lambda grad, param: shape_scale(grad.shape, mode) * grad)
+    check_split(split, split_axis)
+    return stateless(lambda grad, param: blockwise(
+        lambda block: shape_scale(block.shape, mode) * block, grad, split, split_axis))
+
+
+def check_split(split: int | Sequence[int] | None, axis: int) -> None:
+    """Raise ValueError unless ``split`` is None, a count >= 1 or positive block sizes.
+
+    Parameters
+    ----------
+    split : int, sequence of int or None
+        See `orthogonalize`.
+    axis : int
+        -2 (rows) or -1 (columns).
+
+    Raises
+    ------
+    ValueError
+        For anything else.
+    """
+    if axis not in (-2, -1):
+        msg = f"split_axis must be -2 (rows, fan-out) or -1 (columns, fan-in); got {axis!r}"
+        raise ValueError(msg)
+    if split is None:
+        return
+    sizes = tuple(split) if isinstance(split, Sequence) else (split,)
+    if not sizes or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                            for k in sizes):
+        msg = f"split must be a block count >= 1 or a sequence of block sizes >= 1; got {split!r}"
+        raise ValueError(msg)
+
+
+def blockwise(
+    fn: Callable[[Array], Array], X: Array, split: int | Sequence[int] | None, axis: int = -2,
+) -> Array:
+    """``fn`` applied to each block of every matrix of ``X``, in as few batched calls as can be.
+
+    Parameters
+    ----------
+    fn : callable
+        A batched matrix function (it acts on the last two axes).
+    X : array of shape (..., m, n)
+        The matrices.
+    split : int, sequence of int or None
+        ``k``: ``k`` equal blocks along ``axis`` (one call, on a reshaped view); a
+        sequence: blocks of these sizes, in order (one call per distinct size); None:
+        ``fn(X)``.
+    axis : {-2, -1}
+        Rows (fan-out) or columns (fan-in) of the matrices.
+
+    Returns
+    -------
+    array
+        ``X``'s shape, each block replaced by ``fn`` of it.
+
+    Raises
+    ------
+    ValueError
+        If the blocks do not tile the axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign.optim.transforms import blockwise
+    >>> blockwise(lambda b: b * b.shape[-2], np.ones((5, 1)), (2, 3))[:, 0]
+    array([2., 2., 3., 3., 3.])
+    """
+    if split is None:
+        return fn(X)
+    xp = _xp.namespace(X)
+    length = X.shape[axis]
+    sizes = (length // split,) * split if isinstance(split, int) else tuple(split)
+    if sum(sizes) != length or (isinstance(split, int) and length % split):
+        msg = f"split {split!r} does not tile the {length} {'rows' if axis == -2 else 'columns'}"
+        raise ValueError(msg)
+    if len(set(sizes)) == 1:
+        return _equal_blocks(fn, X, len(sizes), axis, xp)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    blocks = [X[..., a:a + k, :] if axis == -2 else X[..., a:a + k]
+              for a, k in zip(starts, sizes, strict=True)]
+    out = list(blocks)
+    for size in dict.fromkeys(sizes):  # one batched call per block size
+        chosen = [i for i, k in enumerate(sizes) if k == size]
+        done = fn(xp.stack([blocks[i] for i in chosen]))
+        for j, i in enumerate(chosen):
+            out[i] = done[j, ...]
+    return xp.concat(out, axis=axis)
+
+
+def _equal_blocks(fn, X, count, axis, xp):
+    """`blockwise` for ``count`` equal blocks: a reshaped view (rows) or a transpose (columns)."""
+    *lead, m, n = X.shape
+    if axis == -2:
+        return xp.reshape(fn(xp.reshape(X, (*lead, count, m // count, n))), X.shape)
+    B = xp.reshape(X, (*lead, m, count, n // count))
+    B = fn(xp.permute_dims(B, (*range(len(lead)), len(lead) + 1, len(lead), len(lead) + 2)))
+    B = xp.permute_dims(B, (*range(len(lead)), len(lead) + 1, len(lead), len(lead) + 2))
+    return xp.reshape(B, X.shape)
 
 
 def orthogonalize(
     *, schedule: str | Schedule | Sequence[float] = "jordan", steps: int | None = None,
     eps: float = 1e-7, dtype: DType | None = None, method: str = "newton_schulz",
     gram: bool | None = None, match: str | None = None,
+    split: int | Sequence[int] | None = None, split_axis: int = -2,
+    dual_norm_step: bool = False,
     work: Callable[[Callable[[Array], Array], Array], Array] | None = None,
 ) -> Stepper:
     """Replace each matrix by (an approximation of) its matrix sign ``U V^T``.
@@ -551,6 +655,20 @@ def orthogonalize(
     match : {None, "torch.optim.Muon"}, optional
         Round exactly as torch.optim.Muon (see `matsign.newton_schulz`): with
         ``dtype=torch.bfloat16`` and Jordan's coefficients, bit for bit its update.
+    split : int or sequence of int, optional
+        Orthogonalise blocks of each matrix separately: ``3`` cuts a fused QKV weight's
+        rows into Q, K and V; ``num_heads`` (or ``3 * num_heads``) gives one block per
+        attention head; a sequence gives uneven sizes in order, e.g. ``(d_q, d_kv,
+        d_kv)`` for grouped-query attention. Equal blocks are one batched call on a
+        reshaped view; uneven ones one call per distinct size.
+    split_axis : {-2, -1}, default -2
+        Cut the rows (fan-out: fused QKV, heads of a query projection) or the columns
+        (fan-in: heads of an output projection).
+    dual_norm_step : bool, default False
+        Scale each (block's) orthogonalised ``O`` by ``<N, O>``, the trace inner product
+        with its input ``N``: the dual (nuclear) norm of ``N`` when ``O = U V^T``, so the
+        step is steepest descent under the spectral norm, ``||N||_* U V^T`` (Carlson et
+        al., stochastic spectral descent; ``optax.contrib.muon``'s ``adaptive=True``).
     work : callable, optional
         ``work(fn, stack)``: who computes which matrices of a stack (the distribution
         seam, see `matsign.optim.every_matrix`, the default: all of them, here).
@@ -583,14 +701,23 @@ def orthogonalize(
     schedule.polynomials(steps)  # a bad step count or match fails here, not at step 1
     check_options(steps=steps, match=match)
 
+    check_split(split, split_axis)
     work = every_matrix if work is None else work
 
     def matrix_sign(G):
         if method == "svd":
-            return msign(G, method="svd", dtype=dtype)
-        return newton_schulz(G, schedule, **options)
+            O = msign(G, method="svd", dtype=dtype)
+        else:
+            O = newton_schulz(G, schedule, **options)
+        if not dual_norm_step:
+            return O
+        xp = _xp.namespace(O)
+        return O * xp.sum(G * O, axis=(-2, -1), keepdims=True)
 
-    return stateless(lambda grad, param: work(matrix_sign, grad))
+    def blocks(G):
+        return blockwise(matrix_sign, G, split, split_axis)
+
+    return stateless(lambda grad, param: work(blocks, grad))
 
 
 def _as_schedule(schedule):
