@@ -102,8 +102,16 @@ def _register_static():
 
 
 def device(x):
-    """The device ``x`` lives on, in its own library's terms."""
-    return array_api_compat.device(x)
+    """The device ``x`` lives on, in its own library's terms, for arrays made beside it.
+
+    A JAX array sharded over several devices gives None: its sharding fits its own
+    shape only (a 0-d counter cannot be sharded like a matrix), and an array made
+    without a device follows the computation it enters (uncommitted), on its devices.
+    """
+    where = array_api_compat.device(x)
+    if len(getattr(where, "device_set", ())) > 1:  # a jax.sharding.Sharding
+        return None
+    return where
 
 
 def to_numpy(x):

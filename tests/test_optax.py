@@ -594,8 +594,6 @@ def test_stacks_sharded_over_four_host_devices(sharded):
     assert relative_error(np.load(folder / "matrices.npy"), want) < 1e-9
 
 
-@pytest.mark.xfail(strict=True, reason="zeros_count puts a 0-d counter on the parameter's "
-                   "NamedSharding (P('x') cannot shard 0 axes): IndexError in init")
 def test_step_counters_on_sharded_parameters(sharded):
     """AdamW's and bias-corrected Muon's 0-d counters next to a sharded parameter."""
     report, _, _ = sharded
