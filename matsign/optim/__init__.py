@@ -27,6 +27,7 @@ from ._base import (
     unstack,
 )
 from .alias import adamw, lion
+from .clip import clip_factors, qk_clip, qk_clip_mla
 from .muon import muon, route
 from .shampoo import ShampooState, SOAPState, scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
@@ -68,6 +69,7 @@ __all__ = [
     "apply_updates",
     "cautious",
     "chain",
+    "clip_factors",
     "every_matrix",
     "group_keys",
     "lion",
@@ -75,6 +77,8 @@ __all__ = [
     "multi",
     "muon",
     "orthogonalize",
+    "qk_clip",
+    "qk_clip_mla",
     "route",
     "scale",
     "scale_by_adam",

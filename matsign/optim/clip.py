@@ -1,0 +1,179 @@
+"""QK-Clip (MuonClip): rescale attention heads whose largest logit passed a threshold.
+
+After an optimizer step, a head ``h`` whose largest pre-softmax logit ``S_h`` over the
+last batch exceeds ``threshold`` (tau) has its query and key projections scaled so that
+``S_h`` becomes tau: with ``gamma_h = tau / S_h``, the query by ``gamma_h^alpha`` and the
+key by ``gamma_h^(1 - alpha)`` (the logit is bilinear in the two). The forward and
+backward passes are untouched; the training loop records ``S_h`` and calls `qk_clip`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _xp
+from .._typing import Array
+from ._base import MATRIX_LAYOUTS
+
+__all__ = ["clip_factors", "qk_clip", "qk_clip_mla"]
+
+
+def clip_factors(max_logits: Array, threshold: float) -> Array:
+    """``gamma_h = min(1, tau / S_h)`` per head: 1 exactly where ``S_h <= tau``.
+
+    Parameters
+    ----------
+    max_logits : array of shape (heads,)
+        Each head's largest pre-softmax logit over the batch (scaling included).
+    threshold : float
+        tau > 0.
+
+    Returns
+    -------
+    array of shape (heads,)
+        In ``max_logits``' dtype; no host sync.
+
+    Raises
+    ------
+    ValueError
+        For a threshold that is not a finite number > 0.
+    """
+    if not (isinstance(threshold, (int, float)) and 0 < threshold < float("inf")):
+        msg = f"qk_clip: threshold must be a finite number > 0; got {threshold!r}"
+        raise ValueError(msg)
+    xp = _xp.namespace(max_logits)
+    over = max_logits > threshold
+    return xp.where(over, threshold / xp.where(over, max_logits, 1.0), 1.0)
+
+
+def _per_head(W, factors, num_heads, layout, xp):
+    """``W`` with head ``h``'s outputs (rows, or columns in flax's layout) times ``factors[h]``."""
+    if layout not in MATRIX_LAYOUTS:
+        msg = f"layout must be one of {MATRIX_LAYOUTS}; got {layout!r}"
+        raise ValueError(msg)
+    axis = 0 if layout == "fan_out_fan_in" else W.ndim - 1
+    if W.shape[axis] % num_heads:
+        msg = (f"qk_clip: {W.shape[axis]} outputs do not split into {num_heads} heads "
+               f"(shape {tuple(W.shape)}, layout {layout!r})")
+        raise ValueError(msg)
+    f = xp.astype(factors, W.dtype)
+    if axis == 0:
+        heads = xp.reshape(W, (num_heads, W.shape[0] // num_heads, *W.shape[1:]))
+        scaled = heads * xp.reshape(f, (num_heads, *(1,) * (heads.ndim - 1)))
+    else:
+        heads = xp.reshape(W, (*W.shape[:-1], num_heads, W.shape[-1] // num_heads))
+        scaled = heads * xp.reshape(f, (num_heads, 1))
+    return xp.reshape(scaled, W.shape)
+
+
+def qk_clip(
+    w_q: Array, w_k: Array, max_logits: Array, *, threshold: float, num_heads: int,
+    alpha: float = 0.5, num_kv_heads: int | None = None, layout: str = "fan_out_fan_in",
+) -> tuple[Array, Array]:
+    """QK-Clip for multi-head (and grouped-query) attention: the rescaled ``(w_q, w_k)``.
+
+    Parameters
+    ----------
+    w_q, w_k : array
+        Query and key projection weights, heads contiguous along the output axis:
+        ``(num_heads * head_dim, d_model)`` in torch's layout (``nn.Linear.weight``),
+        ``(d_model, num_heads * head_dim)`` with ``layout="fan_in_fan_out"``.
+    max_logits : array of shape (num_heads,)
+        Each query head's largest pre-softmax logit ``max_ij q_i . k_j / sqrt(d)`` over
+        the batch, as the training loop recorded it.
+    threshold : float
+        tau: heads above it are scaled back to it (Kimi K2 uses 100).
+    num_heads : int
+        Query heads.
+    alpha : float, default 0.5
+        The query's share of the scaling: ``gamma^alpha`` on the query, ``gamma^(1 -
+        alpha)`` on the key.
+    num_kv_heads : int, optional
+        Key heads, when fewer than ``num_heads`` (grouped-query attention). A key head
+        shared by several query heads is left untouched and each query head takes its
+        whole ``gamma`` (the rule Kimi K2 uses for MLA's shared rotary key), so the clip
+        never couples heads.
+    layout : {"fan_out_fan_in", "fan_in_fan_out"}, default "fan_out_fan_in"
+        Which axis of the weights holds the outputs (the heads).
+
+    Returns
+    -------
+    (w_q, w_k) : arrays
+        New arrays (the inputs are not modified); heads at or below tau are bitwise
+        unchanged. No host sync.
+
+    Raises
+    ------
+    ValueError
+        For a bad threshold, alpha, layout or head count.
+
+    References
+    ----------
+    Kimi Team, Kimi K2: Open Agentic Intelligence (arXiv:2507.20534), MuonClip; Su,
+    QK-Clip (kexue.fm/archives/11126, 2025).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign.optim import qk_clip
+    >>> w_q, w_k = np.ones((4, 3)), np.ones((4, 3))       # 2 heads of dimension 2
+    >>> q, k = qk_clip(w_q, w_k, np.array([400.0, 50.0]), threshold=100.0, num_heads=2)
+    >>> q[:, 0], k[:, 0]                                   # head 0: gamma = 1/4, sqrt each
+    (array([0.5, 0.5, 1. , 1. ]), array([0.5, 0.5, 1. , 1. ]))
+    """
+    if not 0.0 <= alpha <= 1.0:
+        msg = f"qk_clip: alpha must lie in [0, 1]; got {alpha!r}"
+        raise ValueError(msg)
+    xp = _xp.namespace(w_q, w_k, max_logits)
+    gamma = clip_factors(max_logits, threshold)
+    kv = num_heads if num_kv_heads is None else num_kv_heads
+    if kv < 1 or num_heads % kv:
+        msg = f"qk_clip: {num_heads} query heads do not share {kv} key heads evenly"
+        raise ValueError(msg)
+    if kv != num_heads:
+        return _per_head(w_q, gamma, num_heads, layout, xp), w_k
+    return (_per_head(w_q, gamma**alpha, num_heads, layout, xp),
+            _per_head(w_k, gamma ** (1.0 - alpha), num_heads, layout, xp))
+
+
+def qk_clip_mla(
+    w_q_nope: Array, w_q_rope: Array, w_k_nope: Array, max_logits: Array, *,
+    threshold: float, num_heads: int, layout: str = "fan_out_fan_in",
+) -> tuple[Any, Any, Any]:
+    """QK-Clip for multi-head latent attention (DeepSeek-V3, Kimi K2), by K2's rules.
+
+    The head-specific parts of the logit ``q^C . k^C + q^R . k^R`` take ``sqrt(gamma)``
+    each (``q^C`` and ``k^C``), the head-specific rotary query ``q^R`` takes ``gamma``,
+    and the rotary key ``k^R``, shared by every head, is left untouched: each term of the
+    logit is then scaled by ``gamma``.
+
+    Parameters
+    ----------
+    w_q_nope, w_q_rope, w_k_nope : array
+        The up-projections to ``q^C``, ``q^R`` and ``k^C``, heads contiguous along the
+        output axis (see `qk_clip`); pass the key rows of a fused ``wkv_b`` split off.
+    max_logits : array of shape (num_heads,)
+        Each head's largest pre-softmax logit over the batch.
+    threshold : float
+        tau.
+    num_heads : int
+        Heads.
+    layout : {"fan_out_fan_in", "fan_in_fan_out"}, default "fan_out_fan_in"
+        See `qk_clip`.
+
+    Returns
+    -------
+    (w_q_nope, w_q_rope, w_k_nope) : arrays
+        New arrays; heads at or below tau unchanged.
+
+    Raises
+    ------
+    ValueError
+        For a bad threshold, layout or head count.
+    """
+    xp = _xp.namespace(w_q_nope, w_q_rope, w_k_nope, max_logits)
+    gamma = clip_factors(max_logits, threshold)
+    root = xp.sqrt(gamma)
+    return (_per_head(w_q_nope, root, num_heads, layout, xp),
+            _per_head(w_q_rope, gamma, num_heads, layout, xp),
+            _per_head(w_k_nope, root, num_heads, layout, xp))
