@@ -26,6 +26,15 @@ from ._base import (
     step_stacks,
     unstack,
 )
+from .adafactor import (
+    AdafactorState,
+    AdafactorUnfactoredState,
+    TigerState,
+    adafactor,
+    scale_by_adafactor,
+    scale_by_tiger,
+    tiger,
+)
 from .alias import adamw, lion
 from .clip import clip_factors, qk_clip, qk_clip_mla
 from .muon import muon, route
@@ -53,6 +62,8 @@ __all__ = [
     "MATRIX_LAYOUTS",
     "NONFINITE_POLICIES",
     "AMSGradState",
+    "AdafactorState",
+    "AdafactorUnfactoredState",
     "AdamState",
     "CountState",
     "CountedTraceState",
@@ -63,7 +74,9 @@ __all__ = [
     "SOAPState",
     "ShampooState",
     "Stepper",
+    "TigerState",
     "TraceState",
+    "adafactor",
     "adamw",
     "add_decayed_weights",
     "apply_updates",
@@ -81,17 +94,20 @@ __all__ = [
     "qk_clip_mla",
     "route",
     "scale",
+    "scale_by_adafactor",
     "scale_by_adam",
     "scale_by_learning_rate",
     "scale_by_lion",
     "scale_by_shampoo",
     "scale_by_shape",
     "scale_by_soap",
+    "scale_by_tiger",
     "shampoo",
     "shape_scale",
     "soap",
     "stack",
     "step_stacks",
+    "tiger",
     "trace",
     "unstack",
 ]

@@ -28,6 +28,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,12 +36,15 @@ import jax
 import optax
 
 from . import _base, alias
+from .adafactor import scale_by_adafactor
+from .adafactor import tiger as _tiger
 from .muon import muon as _muon
 from .muon import route
 from .shampoo import shampoo as _shampoo
 from .shampoo import soap as _soap
+from .transforms import add_decayed_weights, scale, scale_by_learning_rate, trace
 
-__all__ = ["adamw", "as_optax", "lion", "muon", "shampoo", "soap"]
+__all__ = ["adafactor", "adamw", "as_optax", "lion", "muon", "shampoo", "soap", "tiger"]
 
 
 def as_optax(
@@ -306,3 +310,120 @@ def soap(
     """
     return _everywhere(_soap(learning_rate, **options), reshape, layout,
                        nonfinite, mesh, axis)
+
+
+def adafactor(
+    learning_rate: float | Callable | None = None, *, min_dim_size_to_factor: int = 128,
+    decay_rate: float = 0.8, multiply_by_parameter_scale: bool = True,
+    clipping_threshold: float | None = 1.0, momentum: float | None = None,
+    weight_decay_rate: float | None = None, eps: float = 1e-30, factored: bool = True,
+    weight_decay_mask: Any = None, layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    mesh: jax.sharding.Mesh | None = None, axis: str | None = None,
+) -> optax.GradientTransformation:
+    """``optax.adafactor``'s signature, defaults and steps, on matsign's Adafactor.
+
+    Parameters
+    ----------
+    learning_rate : float, callable or None, default None
+        The step size, or a schedule of the step count; None: no learning rate (the
+        step is the clipped direction times the parameter scale), as optax.
+    min_dim_size_to_factor : int, default 128
+        Factor the second moment over the two largest axes when both are this long.
+    decay_rate : float, default 0.8
+        ``beta2_t = 1 - t^(-decay_rate)``.
+    multiply_by_parameter_scale : bool, default True
+        Multiply the step by ``max(1e-3, RMS(param))``.
+    clipping_threshold : float or None, default 1.0
+        Divide the direction by ``max(1, RMS / clipping_threshold)``; None: no clipping.
+    momentum : float, optional
+        EMA ``m <- momentum m + (1 - momentum) u`` of the scaled step ``u`` (no
+        debiasing), kept in the parameter's dtype.
+    weight_decay_rate : float, optional
+        Subtract ``weight_decay_rate * param`` (optax's rate is not multiplied by the
+        learning rate).
+    eps : float, default 1e-30
+        Added to the squared gradient.
+    factored : bool, default True
+        False: keep the full second moment of every parameter.
+    weight_decay_mask : pytree or callable, optional
+        Booleans in the parameters' structure, or ``mask(params)`` returning them: which
+        parameters decay (a prefix tree as optax takes is not supported).
+    layout, nonfinite, mesh, axis
+        See `as_optax`; parameters keep their own shape (``reshape="batch"``), so a conv
+        kernel is factored over its two largest axes, as optax.
+
+    Returns
+    -------
+    optax.GradientTransformation
+
+    Notes
+    -----
+    The steps follow `optax.adafactor`'s chain (``scale_by_factored_rms``,
+    ``clip_by_block_rms``, ``scale_by_learning_rate``, ``scale_by_param_block_rms``,
+    ``ema``, ``add_decayed_weights``) through `matsign.optim.scale_by_adafactor` with
+    ``eps_mode="add"``, ``factor_axes="largest"``: the trajectories agree to rounding.
+    optax's ``decay_offset`` and ``dtype_momentum`` are not taken (every option is
+    keyword-only here, so a positional call cannot shift them).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from matsign.optim.optax import adafactor
+    >>> params = {"w": jnp.ones((256, 128)), "b": jnp.ones(128)}
+    >>> opt = adafactor(1e-2)
+    >>> state = opt.init(params)
+    >>> [type(s[0]).__name__ for s in state.states]
+    ['AdafactorState', 'AdafactorUnfactoredState']
+    >>> updates, state = opt.update({"w": jnp.ones((256, 128)), "b": jnp.ones(128)}, state,
+    ...                             params)
+    >>> round(float(updates["w"][0, 0]), 6)     # -lr * RMS(w) * (g / sqrt(g^2))
+    -0.01
+    """
+    direction = scale_by_adafactor(
+        decay_rate=decay_rate, eps=eps, eps_mode="add", clipping_threshold=clipping_threshold,
+        multiply_by_parameter_scale=multiply_by_parameter_scale, factored=factored,
+        factor_axes="largest", min_dim_size_to_factor=min_dim_size_to_factor)
+    lr = scale(-1.0) if learning_rate is None else scale_by_learning_rate(learning_rate)
+    parts = [direction, lr, *(() if momentum is None else (trace(momentum, ema=True),))]
+    steppers = _base.chain(*parts)
+    labels = None
+    if weight_decay_rate is not None:
+        # the update is negated already: the decay enters with a minus
+        decayed = _base.chain(*parts, add_decayed_weights(-weight_decay_rate))
+        steppers, labels = decayed, None
+        if weight_decay_mask is not None:
+            steppers = {"decay": decayed, "keep": _base.chain(*parts)}
+            labels = functools.partial(_decay_labels, weight_decay_mask)
+    return as_optax(steppers, labels, reshape="batch", layout=layout, nonfinite=nonfinite,
+                    mesh=mesh, axis=axis)
+
+
+def _decay_labels(mask, params):  # numpydoc ignore=PR01,RT01
+    """``"decay"`` where ``mask`` (a tree of booleans, or a callable of ``params``) is true."""
+    tree = mask(params) if callable(mask) else mask
+    return jax.tree.map(lambda decay: "decay" if decay else "keep", tree)
+
+
+def tiger(
+    learning_rate: float | Callable = 1e-4, *, reshape: str = "flatten",
+    layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    mesh: jax.sharding.Mesh | None = None, axis: str | None = None, **options: Any,
+) -> optax.GradientTransformation:
+    """`matsign.optim.tiger` on every parameter.
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 1e-4
+        A constant or a schedule of the step count.
+    reshape, layout, nonfinite, mesh, axis
+        See `as_optax`.
+    **options
+        The options of `matsign.optim.tiger` (``beta``, ``weight_decay``,
+        ``cautious_mask``, ...).
+
+    Returns
+    -------
+    optax.GradientTransformation
+    """
+    return _everywhere(_tiger(learning_rate, **options), reshape, layout, nonfinite,
+                       mesh, axis)

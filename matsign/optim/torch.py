@@ -1,5 +1,5 @@
 """``torch.optim.Optimizer`` subclasses built on the steppers: `Muon`, `AdamW`, `Lion`,
-`Shampoo`, `SOAP`.
+`Shampoo`, `SOAP`, `Adafactor`, `Tiger`.
 
 `Muon` and `AdamW` accept every keyword argument of ``torch.optim.Muon`` and
 ``torch.optim.AdamW`` with the same meaning and keep their state under the same names
@@ -43,10 +43,12 @@ from ._base import (
     step_stacks,
     unstack,
 )
+from .adafactor import scale_by_adafactor, scale_by_tiger
 from .plan import newton_schulz_flops, root_flops, split
 from .shampoo import scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
     SHAPE_SCALES,
+    add_decayed_weights,
     cautious,
     orthogonalize,
     scale_by_adam,
@@ -55,7 +57,7 @@ from .transforms import (
     trace,
 )
 
-__all__ = ["SOAP", "AdamW", "Lion", "Muon", "Shampoo"]
+__all__ = ["SOAP", "Adafactor", "AdamW", "Lion", "Muon", "Shampoo", "Tiger"]
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]  # as torch.optim takes them
 
@@ -1036,3 +1038,180 @@ class SOAP(_KronOptimizer):
                  communication_dtype: torch.dtype | None = None, **options) -> None:
         super().__init__(params, lr, weight_decay, maximize, nonfinite, options,
                          process_group, communication_dtype)
+
+
+class Adafactor(_StepperOptimizer):
+    """Adafactor as a ``torch.optim.Optimizer``; a drop-in for ``torch.optim.Adafactor``.
+
+    The constructor takes torch.optim.Adafactor's arguments with their defaults and
+    meaning, and the state keeps its names and shapes (``step``; ``row_var`` and
+    ``col_var`` for tensors of two or more axes, factored over the last two;
+    ``variance`` for vectors and scalars), so torch's state dicts load and resume here.
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter groups.
+    lr : float, default 1e-2
+        The cap of the relative step size: a step moves ``min(lr, 1/sqrt(t)) *
+        max(eps[1], RMS(p))`` times the clipped direction.
+    beta2_decay : float, default -0.8
+        The second-moment decay ``beta2_t = 1 - t^beta2_decay``; must be <= 0.
+    eps : tuple of (float or None, float), default (None, 1e-3)
+        ``eps1`` clamps the row mean below and the second-moment estimate at ``eps1^2``
+        (None: ``finfo(dtype).eps``); ``eps2`` is the least parameter scale.
+    d : float, default 1.0
+        Clipping threshold: the direction is divided by ``max(1, RMS / d)``; >= 1.
+    weight_decay : float, default 0.0
+        Decoupled: ``p <- p (1 - lr weight_decay)`` (``lr`` the cap, as torch).
+    foreach : bool, optional
+        Accepted for compatibility; without effect here.
+    maximize : bool, default False
+        Ascend instead of descend.
+    nonfinite : {"skip", "raise", "ignore"}, default "skip"
+        See `Muon`.
+    process_group : ProcessGroup or DeviceMesh, optional
+        Replicated parameters (DDP): every rank computes the same steps. Sharded DTensor
+        parameters (FSDP2) raise: the column means and the RMS of the update and of the
+        parameter need the whole tensor.
+    communication_dtype : torch.dtype, optional
+        Accepted as the other classes do; nothing is sent.
+
+    Raises
+    ------
+    ValueError
+        For an argument out of range (torch's messages); at ``step``, for a parameter
+        sharded by FSDP2.
+
+    Notes
+    -----
+    The step is that of `matsign.optim.adafactor` (see `matsign.optim.scale_by_adafactor`,
+    ``eps_mode="clamp"``), computed without host syncs: torch.optim.Adafactor reads the
+    step count and two norms per parameter on the host (``.item()``). The result agrees
+    with torch's to rounding (float32, 1e-5 relative over 50 steps in the tests).
+
+    References
+    ----------
+    Shazeer and Stern, Adafactor: Adaptive Learning Rates with Sublinear Memory Cost
+    (arXiv:1804.04235).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from matsign.optim.torch import Adafactor
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Linear(4, 3)
+    >>> opt = Adafactor(model.parameters())
+    >>> model(torch.randn(8, 4)).square().mean().backward()
+    >>> opt.step()
+    >>> {name: tuple(value.shape) for name, value in opt.state[model.weight].items()}
+    {'step': (), 'row_var': (3, 1), 'col_var': (1, 4)}
+    >>> sorted(opt.state[model.bias])
+    ['step', 'variance']
+    """
+
+    _decay_in_direction = True  # the stepper reads the parameter (its RMS) and decays it
+
+    def __init__(self, params: Params, lr: float = 1e-2, beta2_decay: float = -0.8,
+                 eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,
+                 weight_decay: float = 0.0, *, foreach: bool | None = None,
+                 maximize: bool = False, nonfinite: str = "skip", process_group: Any = None,
+                 communication_dtype: torch.dtype | None = None) -> None:
+        _check_common(lr, weight_decay, nonfinite)
+        if not 0.0 >= beta2_decay:
+            raise ValueError(f"beta2_decay should be <= 0 but is: {beta2_decay}")
+        if eps[0] is not None and not 0.0 <= eps[0]:
+            raise ValueError(f"epsilon1 should be >= 0 but is: {eps[0]}")
+        if not 0.0 <= eps[1]:
+            raise ValueError(f"epsilon2 should be >= 0 but is: {eps[1]}")
+        if not 1.0 <= d:
+            raise ValueError(f"Clipping threshold d should be >= 1 but is: {d}")
+        defaults = {"lr": lr, "beta2_decay": beta2_decay, "eps": eps, "d": d,
+                    "weight_decay": weight_decay, "foreach": foreach, "maximize": maximize,
+                    "nonfinite": nonfinite, "communication_dtype": communication_dtype}
+        super().__init__(params, defaults, process_group)
+
+    def _stepper(self, group, work=None):
+        eps1, eps2 = group["eps"]
+        direction = scale_by_adafactor(
+            decay_rate=-group["beta2_decay"], eps=eps1, eps_mode="clamp",
+            clipping_threshold=group["d"], min_scale=eps2, relative_step=float(group["lr"]))
+        return chain(direction, add_decayed_weights(group["weight_decay"]))
+
+    def _step_group(self, index, group):
+        for p in group["params"]:
+            if p.grad is not None and distributed.placement(p, self._process_group).sharded:
+                msg = (f"Adafactor: a parameter of shape {tuple(p.shape)} is sharded (FSDP2 "
+                       f"Shard(0)); its column means and RMS need the whole tensor, which "
+                       f"this optimizer does not gather: use it on replicated parameters")
+                raise ValueError(msg)
+        super()._step_group(index, group)
+
+
+class Tiger(_StepperOptimizer):
+    """Tiger, the sign of one momentum, as a ``torch.optim.Optimizer``.
+
+    ``m <- beta m + (1 - beta) g``, ``p <- p (1 - lr weight_decay) - lr sign(m)``.
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter groups.
+    lr : float, default 1e-4
+        Learning rate (a sign step, as Lion's).
+    beta : float, default 0.945
+        Momentum decay (Su: 0.945 for vision, 0.965 for language models).
+    weight_decay : float, default 0.0
+        Decoupled weight decay.
+    maximize : bool, default False
+        Ascend instead of descend.
+    cautious_mask : bool, default False
+        Mask the direction where it disagrees in sign with the gradient.
+    cautious_weight_decay : bool, default False
+        Decay only entries where the update and the parameter share a sign.
+    nonfinite : {"skip", "raise", "ignore"}, default "skip"
+        See `Muon`.
+    process_group : ProcessGroup or DeviceMesh, optional
+        The ranks sharing the step (see `Muon`); DTensor parameters use their mesh.
+    communication_dtype : torch.dtype, optional
+        Dtype of what is sent between ranks; default the parameters' dtype.
+
+    Notes
+    -----
+    The state is ``exp_avg`` (`matsign.optim.TigerState`). Element-wise, so FSDP2
+    shards step alone; with ``cautious_mask`` the mask's rescaling counts the entries of
+    the shard, as `Lion`'s.
+
+    References
+    ----------
+    Su, Tiger: A Tight-fisted Optimizer (2023), https://github.com/bojone/tiger.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from matsign.optim.torch import Tiger
+    >>> w = torch.nn.Parameter(torch.zeros(2))
+    >>> opt = Tiger([w], lr=0.5)
+    >>> w.grad = torch.tensor([2.0, -3.0])
+    >>> opt.step()
+    >>> w.detach(), opt.state[w]["exp_avg"]
+    (tensor([-0.5000,  0.5000]), tensor([ 0.1100, -0.1650]))
+    """
+
+    def __init__(self, params: Params, lr: float = 1e-4, beta: float = 0.945,
+                 weight_decay: float = 0.0, *, maximize: bool = False,
+                 cautious_mask: bool = False, cautious_weight_decay: bool = False,
+                 nonfinite: str = "skip", process_group: Any = None,
+                 communication_dtype: torch.dtype | None = None) -> None:
+        _check_common(lr, weight_decay, nonfinite)
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter: {beta}")
+        defaults = {"lr": lr, "beta": beta, "weight_decay": weight_decay,
+                    "maximize": maximize, "cautious_mask": cautious_mask,
+                    "cautious_weight_decay": cautious_weight_decay,
+                    "nonfinite": nonfinite, "communication_dtype": communication_dtype}
+        super().__init__(params, defaults, process_group)
+
+    def _stepper(self, group, work=None):
+        direction = scale_by_tiger(group["beta"])
+        return cautious(direction) if group["cautious_mask"] else direction
