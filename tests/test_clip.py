@@ -140,3 +140,9 @@ def test_inputs_are_not_modified_and_jit_traces():
     ref_q, ref_k = optim.qk_clip(w_q, w_k, logits, threshold=1.0, num_heads=HEADS)
     np.testing.assert_allclose(np.asarray(q), ref_q, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(k), ref_k, rtol=1e-5)
+    mla = jax.jit(lambda a, b, c, s: optim.qk_clip_mla(a, b, c, s, threshold=1.0,
+                                                          num_heads=HEADS))
+    out = mla(*(jax.numpy.asarray(a) for a in (w_q, w_q, w_k, logits)))
+    for got, want in zip(out, optim.qk_clip_mla(w_q, w_q, w_k, logits, threshold=1.0,
+                                                num_heads=HEADS), strict=True):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)

@@ -146,7 +146,7 @@ def test_multi_state_passes_through_jit_and_scan():
     ten scanned steps equal ten eager NumPy steps."""
     host = {"a": G, "b": G[::-1].copy(), "bias": RNG.standard_normal(4)}
     stepper = optim.multi({"muon": optim.muon(0.05), "adamw": optim.adamw(0.01)},
-                          optim.route(host))
+                          optim.route(host, head=None))
     grads = RNG.standard_normal((10, 6, 4))
 
     def grad_tree(g):
@@ -192,7 +192,8 @@ COVERED = {
     "matsign.duality.norm": "duality_maps", "matsign.duality.dual_norm": "duality_maps",
     "matsign.duality.dualize": "duality_maps", "matsign.duality.spectral_norm": "spectral_norm",
     "matsign.optim.apply_updates": "multi_state", "matsign.optim.every_matrix": "steppers",
-    "matsign.optim.route": "multi_state",
+    "matsign.optim.route": "multi_state", "matsign.optim.qk_clip": "test_clip",
+    "matsign.optim.qk_clip_mla": "test_clip", "matsign.optim.clip_factors": "test_clip",
     "matsign.optim.stack": "multi_state", "matsign.optim.unstack": "multi_state",
     "matsign.optim.step_stacks": "multi_state",
 }

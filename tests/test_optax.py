@@ -32,6 +32,10 @@ from optax.contrib import MuonDimensionNumbers  # noqa: E402
 from matsign import optim  # noqa: E402
 from matsign.optim import optax as mo  # noqa: E402
 
+# Trees of bare matrices have no output head: matsign.optim.route warns that the last
+# matrix goes to Muon, which is what optax.contrib.muon does with every matrix here.
+pytestmark = pytest.mark.filterwarnings("ignore:route. no output head:UserWarning")
+
 JORDAN = (3.4445, -4.7750, 2.0315)
 MOMENTUM = 0.95
 TOL = {np.float64: 1e-6, np.float32: 1e-5}  # relative_error of a 50-step trajectory
@@ -335,6 +339,19 @@ def test_chain_with_clip_and_default_routing_under_jit(x64):
                "experts": OptaxLeaf(optax_muon(0.02, weight_decay=0.1, dims=EXPERTS)),
                "head": [OptaxLeaf(optax.adamw(3e-3, eps=1e-8, weight_decay=0.0))]}
     want = run_per_leaf(oracles, params, grads, clip=1.0)
+    assert relative_error(run_jitted(tx, params, grads), want) < 1e-6
+
+
+def test_muon_default_other_is_adamw_at_the_same_learning_rate(x64):
+    """As optax.contrib.muon: Adam at Muon's learning rate, undecayed, on what Muon leaves."""
+    params, grads = nested_case(seed=5)
+    tx = mo.muon(0.02, bias_correction=True, weight_decay=0.1, reshape="batch")
+    adam = optax.adamw(0.02, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+    oracles = {"block": {"w": OptaxLeaf(optax_muon(0.02, weight_decay=0.1)),
+                         "b": OptaxLeaf(adam)},
+               "experts": OptaxLeaf(optax_muon(0.02, weight_decay=0.1, dims=EXPERTS)),
+               "head": [OptaxLeaf(adam)]}
+    want = run_per_leaf(oracles, params, grads)
     assert relative_error(run_jitted(tx, params, grads), want) < 1e-6
 
 

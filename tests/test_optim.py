@@ -214,7 +214,8 @@ def test_batch_reshape_scales_per_matrix(backend):
 def test_nonfinite_skip_leaves_state_and_params(backend, bad):
     rng = _rng(6)
     params = [_as(backend, rng.standard_normal((3, 3))), _as(backend, rng.standard_normal(3))]
-    step = optim.multi({"muon": optim.muon(0.1), "adamw": optim.adamw(0.1)}, optim.route(params))
+    step = optim.multi({"muon": optim.muon(0.1), "adamw": optim.adamw(0.1)},
+                       optim.route(params, head=None))
     state = step.init(params)
     good = [_as(backend, np.ones((3, 3))), _as(backend, np.ones(3))]
     _, state = step.update(good, state, params)
@@ -377,7 +378,7 @@ def _nested_params(rng):
 
 
 def test_route_keeps_the_structure_and_names_nested_paths():
-    labels = optim.route(_nested_params(_rng()))
+    labels = optim.route(_nested_params(_rng()), head=None)
     assert labels == {"block": {"attn": "muon", "mlp": "muon", "norm": "adamw"},
                       "layers": ["muon", ("muon",)], "embed": {"table": "adamw"}}
 
@@ -395,13 +396,13 @@ def test_nested_trees_equal_per_parameter_application(backend):
     grads_host = optim._tree.rebuild(host, lambda key, p: rng.standard_normal(p.shape))
     on = lambda tree: optim._tree.rebuild(tree, lambda key, a: _as(backend, a))  # noqa: E731
     params, grads = on(host), on(grads_host)
-    step = optim.multi(_steppers(), optim.route(params), layout="fan_in_fan_out")
+    step = optim.multi(_steppers(), optim.route(params, head=None), layout="fan_in_fan_out")
     state = step.init(params)
     assert next(keys for _, keys in state.groups) == ("block.attn", "block.mlp")
     updates, _ = step.update(grads, state, params)
     assert optim._tree.rebuild(updates, lambda key, u: tuple(u.shape)) == \
         optim._tree.rebuild(host, lambda key, p: p.shape)
-    labels = dict(optim._tree.leaves(optim.route(host)))
+    labels = dict(optim._tree.leaves(optim.route(host, head=None)))
     grad_leaves = dict(optim._tree.leaves(grads_host))
     for key, u in optim._tree.leaves(updates):
         p, g = flat[key], grad_leaves[key]
@@ -544,7 +545,8 @@ def test_dual_norm_step_follows_optax_adaptive_muon():
         params = {"a": jax.numpy.asarray(rng.standard_normal((8, 12))),
                   "b": jax.numpy.asarray(rng.standard_normal((12, 8)))}
         ref = optax.contrib.muon(0.01, adaptive=True)
-        ours = mo.muon(0.01, bias_correction=True, dual_norm_step=True)
+        ours = mo.muon(0.01, bias_correction=True, dual_norm_step=True,
+                       labels={"a": "muon", "b": "muon"})
         p1, p2, s1, s2 = params, params, ref.init(params), ours.init(params)
         for _ in range(20):
             g = {k: jax.numpy.asarray(rng.standard_normal(v.shape)) for k, v in params.items()}
@@ -554,3 +556,18 @@ def test_dual_norm_step_follows_optax_adaptive_muon():
         for k in params:  # optax divides by ||X||_F + 1e-8, matsign by max(||X||_F, 1e-7):
             a, b = np.asarray(p2[k]), np.asarray(p1[k])  # 1e-9 apart at ||X||_F ~ 10
             assert np.max(np.abs(a - b)) <= 1e-7 * np.max(np.abs(b))
+
+
+def test_route_never_sends_an_unnamed_head_to_muon_silently():
+    """nn.Sequential names its layers by position: the head is found by order or named."""
+    params = {"0.weight": np.zeros((8, 4)), "0.bias": np.zeros(8), "2.weight": np.zeros((3, 8))}
+    with pytest.warns(UserWarning, match=r"the last one, '2\.weight', goes to Muon"):
+        labels = optim.route(params)
+    assert labels["2.weight"] == "muon"
+    assert optim.route(params, head="last")["2.weight"] == "adamw"
+    assert optim.route(params, head="2.weight") == optim.route(params, head="last")
+    assert optim.route(params, head=None)["2.weight"] == "muon"
+    with pytest.raises(KeyError, match="not a matrix parameter"):
+        optim.route(params, head="0.bias")
+    with pytest.warns(UserWarning, match="no output head"):  # lists carry no names
+        optim.route([np.zeros((4, 4)), np.zeros((2, 4))])

@@ -63,7 +63,7 @@ def steppers(name):
     if name == "muon":
         table = {"muon": optim.muon(0.02, weight_decay=0.01),
                  "adamw": optim.adamw(3e-3, weight_decay=0.01)}
-        return table, lambda key, p: optim.route({key: p})[key]
+        return table, lambda key, p: optim.route({key: p}, head=None)[key]  # head: by name
     if name == "shampoo":
         return optim.shampoo(3e-3, weight_decay=0.01, every=10, beta=0.999), None
     if name == "soap":

@@ -592,12 +592,13 @@ def multi(
     --------
     >>> import numpy as np
     >>> from matsign import optim
-    >>> params = {"a": np.eye(2), "b": 2 * np.eye(2), "bias": np.zeros(2)}
+    >>> params = {"a": np.eye(2), "b": 2 * np.eye(2), "bias": np.zeros(2),
+    ...           "head": np.ones((3, 2))}
     >>> step = optim.multi({"muon": optim.muon(0.1), "adamw": optim.adamw(0.1)},
     ...                    optim.route(params))
     >>> state = step.init(params)
     >>> [(label, keys) for label, keys in state.groups]
-    [('muon', ('a', 'b')), ('adamw', ('bias',))]
+    [('muon', ('a', 'b')), ('adamw', ('bias',)), ('adamw', ('head',))]
     >>> grads = {k: np.ones_like(p) for k, p in params.items()}
     >>> updates, state = step.update(grads, state, params)
     >>> params = optim.apply_updates(params, updates)

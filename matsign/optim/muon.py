@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,9 +18,11 @@ from .transforms import (
     trace,
 )
 
-__all__ = ["DEFAULT_EXCLUDE", "muon", "route"]
+__all__ = ["DEFAULT_EXCLUDE", "EMBEDDING_NAMES", "HEAD_NAMES", "muon", "route"]
 
-DEFAULT_EXCLUDE = ("embed", "wte", "wpe", "lm_head", "head", "output", "classifier", "unembed")
+EMBEDDING_NAMES = ("embed", "wte", "wpe")
+HEAD_NAMES = ("lm_head", "head", "output", "classifier", "unembed")
+DEFAULT_EXCLUDE = EMBEDDING_NAMES + HEAD_NAMES
 
 
 def muon(
@@ -120,7 +123,7 @@ def muon(
 
 def route(
     params: Any, *, matrix: str = "muon", other: str = "adamw",
-    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    exclude: Sequence[str] = DEFAULT_EXCLUDE, head: Any = "auto",
 ) -> Any:
     """Label each parameter for Muon or for an element-wise optimizer.
 
@@ -139,13 +142,30 @@ def route(
     exclude : tuple of str
         A parameter whose name (its path joined with dots, see `multi`) contains one
         of these (case-insensitive) goes to ``other`` even if it is a matrix:
-        embeddings and output heads by their usual names. Parameters in lists carry
-        no names: only the number of axes decides.
+        embeddings and output heads by their usual names (`EMBEDDING_NAMES`,
+        `HEAD_NAMES`). Parameters in lists carry no names.
+    head : "auto", "last", a parameter key, or None; default "auto"
+        The output layer, which goes to ``other``: ``"auto"`` finds it by name and, if
+        no matrix is named like a head (an ``nn.Sequential``'s ``"4.weight"``, a list),
+        warns that the last matrix goes to Muon, so that a head is never routed to Muon
+        silently; ``"last"`` sends the last matrix in order to ``other``; a key names
+        the head; None: no output layer to treat (tied to the embedding, or none).
+        `matsign.optim.torch` routes a whole ``nn.Module`` by module type instead.
 
     Returns
     -------
     Same structure as ``params``
         The labels, for `multi` (a dict for a dict, a list for a list).
+
+    Raises
+    ------
+    KeyError
+        For a ``head`` key that is not a parameter.
+
+    Warns
+    -----
+    UserWarning
+        Under ``head="auto"``, when no matrix is named like a head.
 
     Examples
     --------
@@ -155,13 +175,37 @@ def route(
     ...           "block.fc.bias": np.zeros(8), "lm_head.weight": np.zeros((100, 8))}
     >>> list(route(params).values())
     ['adamw', 'muon', 'adamw', 'adamw']
-    >>> route({"embed": {"table": np.zeros((9, 4))}, "layers": [np.zeros((4, 4))]})
-    {'embed': {'table': 'adamw'}, 'layers': ['muon']}
+    >>> route({"0.weight": np.zeros((8, 4)), "2.weight": np.zeros((3, 8))}, head="last")
+    {'0.weight': 'muon', '2.weight': 'adamw'}
     """
     lowered = tuple(e.lower() for e in exclude)
+    matrices = [key for key, p in _tree.leaves(params) if p.ndim >= 2]
+    named = {key for key in matrices
+             if isinstance(key, str) and any(e in key.lower() for e in lowered)}
+    heads = _head(head, matrices, named, exclude)
 
     def label(key, p):
-        named = isinstance(key, str) and any(e in key.lower() for e in lowered)
-        return matrix if p.ndim >= 2 and not named else other
+        return matrix if p.ndim >= 2 and key not in named and key not in heads else other
 
     return _tree.rebuild(params, label)
+
+
+def _head(head, matrices, named, exclude):
+    """The keys `route` sends to ``other`` as the output layer (see its ``head``)."""
+    if head is None or not matrices:
+        return set()
+    if head == "last":
+        return {matrices[-1]}
+    if head != "auto":
+        if head not in matrices:
+            msg = f"route: head {head!r} is not a matrix parameter; have {matrices}"
+            raise KeyError(msg)
+        return {head}
+    names = HEAD_NAMES if tuple(exclude) == DEFAULT_EXCLUDE else tuple(exclude)
+    if not any(any(n in str(key).lower() for n in names) for key in named):
+        msg = (f"route: no output head found by name among {len(matrices)} matrices "
+               f"(looked for {', '.join(names)}); the last one, {matrices[-1]!r}, goes to "
+               f"Muon. Pass head='last' (or its key) to send it to the element-wise "
+               f"optimizer, or head=None if the model has no output layer of its own")
+        warnings.warn(msg, UserWarning, stacklevel=3)
+    return set()

@@ -18,7 +18,7 @@ Examples
 --------
 >>> import jax, jax.numpy as jnp, optax
 >>> from matsign.optim import optax as mo
->>> params = {"dense": jnp.ones((4, 3)), "bias": jnp.zeros(3)}
+>>> params = {"dense": jnp.ones((4, 3)), "bias": jnp.zeros(3), "head": jnp.ones((3, 2))}
 >>> opt = optax.chain(optax.clip_by_global_norm(1.0), mo.muon(0.02))
 >>> state = opt.init(params)
 >>> grads = jax.tree.map(jnp.ones_like, params)
@@ -101,11 +101,11 @@ def as_optax(
     >>> import jax.numpy as jnp
     >>> from matsign import optim
     >>> from matsign.optim.optax import as_optax
-    >>> params = {"w": jnp.ones((8, 4)), "b": jnp.zeros(4)}
+    >>> params = {"w": jnp.ones((8, 4)), "b": jnp.zeros(4), "head": jnp.ones((4, 2))}
     >>> opt = as_optax({"muon": optim.muon(0.02), "adamw": optim.adamw(1e-3)},
     ...                optim.route)
     >>> [(label, keys) for label, keys in opt.init(params).groups]
-    [('muon', ('w',)), ('adamw', ('b',))]
+    [('muon', ('w',)), ('adamw', ('b',)), ('adamw', ('head',))]
     """
     place = None if mesh is None else _stack_sharding(mesh, axis)
     options = {"reshape": reshape, "layout": layout, "nonfinite": nonfinite, "place": place}
@@ -167,7 +167,8 @@ def muon(
     labels : pytree or callable, optional
         ``"muon"`` or ``"other"`` per parameter (see `as_optax`); default
         `matsign.optim.route`: matrices (two or more axes) except those named like
-        embeddings and output heads (``embed``, ``lm_head``, ...).
+        embeddings and output heads (``embed``, ``lm_head``, ...); it warns when no
+        matrix is named like a head (the last one would go to Muon).
     reshape, layout, nonfinite, mesh, axis
         See `as_optax`.
     **options
@@ -185,15 +186,16 @@ def muon(
     >>> import jax.numpy as jnp
     >>> from matsign.optim.optax import muon
     >>> opt = muon(0.02, bias_correction=True, method="svd")  # the exact U V^T
-    >>> params = {"w": jnp.eye(3), "b": jnp.zeros(3)}
-    >>> grads = {"w": jnp.diag(jnp.array([3.0, 2.0, 1.0])), "b": jnp.ones(3)}
+    >>> params = {"w": jnp.eye(3), "b": jnp.zeros(3), "lm_head": jnp.ones((3, 5))}
+    >>> grads = {"w": jnp.diag(jnp.array([3.0, 2.0, 1.0])), "b": jnp.ones(3),
+    ...          "lm_head": jnp.ones((3, 5))}
     >>> updates, state = opt.update(grads, opt.init(params))
     >>> print(jnp.round(updates["w"], 3))
     [[-0.02 -0.   -0.  ]
      [-0.   -0.02 -0.  ]
      [-0.   -0.   -0.02]]
     >>> [(label, keys) for label, keys in state.groups]
-    [('muon', ('w',)), ('other', ('b',))]
+    [('muon', ('w',)), ('other', ('b',)), ('other', ('lm_head',))]
     """
     steppers = {"muon": _muon(learning_rate, **options),
                 "other": alias.adamw(learning_rate, weight_decay=0.0) if other is None else other}
