@@ -513,3 +513,30 @@ def test_nested_state_is_stored_by_unique_names_and_round_trips():
     w2.grad = torch.full((3, 2), float("nan"))
     opt2.step()  # skipped: the Python number is kept too
     assert opt2.state[w2]["count"] == 4
+
+
+@pytest.mark.parametrize("split", [3, (4, 1, 1)])
+def test_muon_split_orthogonalises_each_block_of_a_fused_weight(split):
+    """A fused QKV weight: each block's polar factor times its own scale (float64 SVD)."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.zeros(6, 4, dtype=torch.float64))
+    g = torch.randn(6, 4, dtype=torch.float64)
+    opt = Muon([w], lr=1.0, weight_decay=0.0, momentum=0.0, nesterov=False, ns_dtype=None,
+               split=split, dual_norm_step=False)
+    w.grad = g.clone()
+    opt.step()
+    sizes = (2, 2, 2) if split == 3 else split
+    import numpy as np
+
+    G = g.numpy()
+    parts = np.split(G, np.cumsum(sizes)[:-1], axis=0)
+    blocks = []
+    for b in parts:
+        X = b.T if b.shape[0] > b.shape[1] else b   # Jordan's loop, float64
+        X = X / max(np.linalg.norm(X), 1e-7)
+        for _ in range(5):
+            A = X @ X.T
+            X = 3.4445 * X + (-4.7750 * A + 2.0315 * A @ A) @ X
+        blocks.append((X.T if b.shape[0] > b.shape[1] else X)
+                      * np.sqrt(max(1.0, b.shape[0] / b.shape[1])))
+    np.testing.assert_allclose(w.detach().numpy(), -np.concatenate(blocks), atol=1e-10)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -50,9 +50,11 @@ from .transforms import (
     SHAPE_SCALES,
     add_decayed_weights,
     cautious,
+    check_split,
     orthogonalize,
     scale_by_adam,
     scale_by_lion,
+    scale_by_shape,
     shape_scale,
     trace,
 )
@@ -518,6 +520,16 @@ class Muon(_StepperOptimizer):
         None uses matsign's kernels (Gram space for wide and tall matrices, symmetric
         products, a matrix at a time where the CPU's batched products lose): the
         same iteration, rounded differently, no further from ``U V^T``.
+    split : int or sequence of int, optional
+        Orthogonalise blocks of each matrix separately, in one batched call: ``3``
+        for a fused QKV weight, the head count for one block per head, sizes for
+        uneven blocks (see `matsign.optim.orthogonalize`); the update scale is then
+        each block's.
+    split_axis : {-2, -1}, default -2
+        Cut rows (outputs) or columns (inputs).
+    dual_norm_step : bool, default False
+        Scale each orthogonalised matrix (or block) ``O`` by ``<N, O>``, the dual norm
+        of its input: steepest descent under the spectral norm.
     process_group : ProcessGroup or DeviceMesh, optional
         Spread the matrix work over this group's ranks: each rank orthogonalises a
         flops-balanced share of every stack and the results are all-gathered (DDP,
@@ -555,9 +567,12 @@ class Muon(_StepperOptimizer):
         eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None,
         *, ns_dtype: torch.dtype | None = torch.bfloat16, reshape: str = "flatten",
         cautious_weight_decay: bool = False, nonfinite: str = "skip", match: str | None = None,
+        split: int | Sequence[int] | None = None, split_axis: int = -2,
+        dual_norm_step: bool = False,
         process_group: Any = None, communication_dtype: torch.dtype | None = None,
     ) -> None:
         _check_common(lr, weight_decay, nonfinite)
+        check_split(split, split_axis)
         if not 0.0 <= momentum:
             raise ValueError(f"momentum should be >= 0 but is: {momentum}")
         if adjust_lr_fn not in ADJUST_LR_FN and adjust_lr_fn not in SHAPE_SCALES:
@@ -569,7 +584,8 @@ class Muon(_StepperOptimizer):
                     "nesterov": nesterov, "ns_coefficients": ns_coefficients, "eps": eps,
                     "ns_steps": ns_steps, "adjust_lr_fn": adjust_lr_fn, "ns_dtype": ns_dtype,
                     "reshape": reshape, "cautious_weight_decay": cautious_weight_decay,
-                    "nonfinite": nonfinite, "match": match,
+                    "nonfinite": nonfinite, "match": match, "split": split,
+                    "split_axis": split_axis, "dual_norm_step": dual_norm_step,
                     "communication_dtype": communication_dtype}
         super().__init__(params, defaults, process_group)
         for group in self.param_groups:
@@ -580,18 +596,27 @@ class Muon(_StepperOptimizer):
                     raise ValueError(msg)
 
     def _stepper(self, group, work=None):
-        return chain(
+        split = {"split": group.get("split"), "split_axis": group.get("split_axis", -2)}
+        parts = [
             trace(group["momentum"], nesterov=group["nesterov"], ema=True),
             orthogonalize(schedule=group["ns_coefficients"], steps=group["ns_steps"],
                           eps=group["eps"], dtype=group["ns_dtype"], match=group["match"],
-                          work=work),
-        )
+                          dual_norm_step=group.get("dual_norm_step", False), work=work,
+                          **split),
+        ]
+        if split["split"] is not None:  # each block's own scale, inside the direction
+            parts.append(scale_by_shape(self._mode(group), **split))
+        return chain(*parts)
 
     def _compute_dtype(self, group):
         return group["ns_dtype"]
 
     def _scale(self, view, group):
-        return shape_scale(view, ADJUST_LR_FN.get(group["adjust_lr_fn"], group["adjust_lr_fn"]))
+        return 1.0 if group.get("split") is not None else shape_scale(view, self._mode(group))
+
+    @staticmethod
+    def _mode(group):
+        return ADJUST_LR_FN.get(group["adjust_lr_fn"], group["adjust_lr_fn"])
 
 
 class AdamW(_StepperOptimizer):
