@@ -12,6 +12,7 @@ means; the docs page "Adafactor and Tiger" maps each option of both.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -208,10 +209,8 @@ def scale_by_adafactor(
         weight = xp.astype(step ** (-float(decay_rate)), grad.dtype)
         tiny = _eps(eps, eps_mode, grad.dtype, xp)
         axes = factored_axes(tuple(grad.shape), **where)
-        V, moments = _second_moment(grad, state, weight, axes, tiny, eps_mode, xp=xp)
-        if eps_mode == "clamp":
-            V = xp.clip(V, min=tiny * tiny)
-        U = grad / xp.sqrt(V)
+        root, moments = _root_second_moment(grad, state, weight, axes, tiny, eps_mode, xp=xp)
+        U = grad / root
         factor = _step_factor(U, param, state.step, clipping_threshold,
                               min_scale if multiply_by_parameter_scale else None,
                               relative_step, xp=xp)
@@ -246,25 +245,37 @@ def _eps(eps, eps_mode, dtype, xp):
     return float(xp.finfo(dtype).eps) if eps_mode == "clamp" else ADD_EPS
 
 
-def _second_moment(grad, state, weight, axes, eps, eps_mode, *, xp):
-    """The estimate ``V`` of ``E[g^2]`` and the new moments (row and column, or full)."""
-    squared = grad * grad
-    if eps_mode == "add":
-        squared = squared + eps
+def _mean_square(g, axis, *, xp):
+    """``mean(g^2)`` over ``axis`` (kept), by a norm: no squared copy of ``g``."""
+    return xp.linalg.vector_norm(g, axis=axis, keepdims=True) ** 2 / g.shape[axis]
+
+
+def _root_second_moment(grad, state, weight, axes, eps, eps_mode, *, xp):
+    """``sqrt(V)`` for the estimate ``V`` of ``E[g^2]``, and the new moments.
+
+    Factored: ``sqrt(V) = sqrt(R / mean(R)) sqrt(C)``, an outer product of two small
+    factors (one full-size product); ``"clamp"`` takes ``max(sqrt(V), eps)``, which is
+    ``sqrt(max(V, eps^2))``.
+    """
+    added = eps if eps_mode == "add" else 0.0
     if axes is None:
-        variance = state.variance + weight * (squared - state.variance)
-        return variance, (variance,)
-    a, b = axes
-    row = state.row_var + weight * (xp.mean(squared, axis=b, keepdims=True) - state.row_var)
-    col = state.col_var + weight * (xp.mean(squared, axis=a, keepdims=True) - state.col_var)
-    normaliser = xp.mean(row, axis=a, keepdims=True)  # the mean of all of V
-    if eps_mode == "clamp":
-        normaliser = xp.clip(normaliser, min=eps)
-    return row * col / normaliser, (row, col)
+        variance = state.variance + weight * ((grad * grad + added) - state.variance)
+        root = xp.sqrt(variance)
+        moments = (variance,)
+    else:
+        a, b = axes
+        row = state.row_var + weight * (_mean_square(grad, b, xp=xp) + added - state.row_var)
+        col = state.col_var + weight * (_mean_square(grad, a, xp=xp) + added - state.col_var)
+        normaliser = xp.mean(row, axis=a, keepdims=True)  # the mean of all of V
+        if eps_mode == "clamp":
+            normaliser = xp.clip(normaliser, min=eps)
+        root = xp.sqrt(row / normaliser) * xp.sqrt(col)
+        moments = (row, col)
+    return (xp.clip(root, min=eps) if eps_mode == "clamp" else root), moments
 
 
 def _rms(x, *, xp):
-    return xp.sqrt(xp.mean(x * x))
+    return xp.linalg.vector_norm(x) / math.sqrt(max(1, math.prod(x.shape)))
 
 
 def _step_factor(U, param, count, clipping_threshold, min_scale, relative_step, *, xp):
@@ -281,7 +292,7 @@ def _step_factor(U, param, count, clipping_threshold, min_scale, relative_step, 
             msg = ("Adafactor's parameter scale reads the parameters: pass params to update, "
                    "or multiply_by_parameter_scale=False")
             raise ValueError(msg)
-        factor = factor * xp.clip(_rms(param, xp=xp), min=float(min_scale))
+        factor = factor * xp.clip(xp.astype(_rms(param, xp=xp), U.dtype), min=float(min_scale))
     if relative_step is not None:
         cap = relative_step(count) if callable(relative_step) else float(relative_step)
         cap = xp.astype(cap, U.dtype) if hasattr(cap, "dtype") else cap

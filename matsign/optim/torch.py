@@ -48,7 +48,6 @@ from .plan import newton_schulz_flops, root_flops, split
 from .shampoo import scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
     SHAPE_SCALES,
-    add_decayed_weights,
     cautious,
     check_split,
     orthogonalize,
@@ -1135,7 +1134,7 @@ class Adafactor(_StepperOptimizer):
     ['step', 'variance']
     """
 
-    _decay_in_direction = True  # the stepper reads the parameter (its RMS) and decays it
+    _decay_in_direction = True  # so the stepper reads the parameters (their RMS); see _apply
 
     def __init__(self, params: Params, lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,
@@ -1161,7 +1160,16 @@ class Adafactor(_StepperOptimizer):
         direction = scale_by_adafactor(
             decay_rate=-group["beta2_decay"], eps=eps1, eps_mode="clamp",
             clipping_threshold=group["d"], min_scale=eps2, relative_step=float(group["lr"]))
-        return chain(direction, add_decayed_weights(group["weight_decay"]))
+        return direction
+
+    def _apply(self, members, directions, scale, skip, group):
+        """``p <- p (1 - lr wd)``, then ``p <- p - lr u``: torch.optim.Adafactor's order."""
+        lr = float(group["lr"])
+        factor = 1.0 - lr * group["weight_decay"]
+        if factor != 1.0:
+            keep = factor if skip is None else torch.where(skip, _scalar(factor, members[0]), 1.0)
+            torch._foreach_mul_(members, keep)
+        torch._foreach_add_(members, directions, alpha=-lr * scale)
 
     def _step_group(self, index, group):
         for p in group["params"]:
