@@ -43,6 +43,7 @@ from ._base import (
     step_stacks,
     unstack,
 )
+from ._torch_model import ModelOptimizer, module_labels
 from .adafactor import scale_by_adafactor, scale_by_tiger
 from .plan import newton_schulz_flops, root_flops, split
 from .shampoo import scale_by_shampoo, scale_by_soap, shampoo, soap
@@ -58,7 +59,8 @@ from .transforms import (
     trace,
 )
 
-__all__ = ["SOAP", "Adafactor", "AdamW", "Lion", "Muon", "Shampoo", "Tiger"]
+__all__ = ["SOAP", "Adafactor", "AdamW", "Lion", "ModelOptimizer", "Muon", "Shampoo", "Tiger",
+           "module_labels"]
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]  # as torch.optim takes them
 
