@@ -245,11 +245,6 @@ def _eps(eps, eps_mode, dtype, xp):
     return float(xp.finfo(dtype).eps) if eps_mode == "clamp" else ADD_EPS
 
 
-def _mean_square(g, axis, *, xp):
-    """``mean(g^2)`` over ``axis`` (kept), by a norm: no squared copy of ``g``."""
-    return xp.linalg.vector_norm(g, axis=axis, keepdims=True) ** 2 / g.shape[axis]
-
-
 def _root_second_moment(grad, state, weight, axes, eps, eps_mode, *, xp):
     """``sqrt(V)`` for the estimate ``V`` of ``E[g^2]``, and the new moments.
 
@@ -257,15 +252,17 @@ def _root_second_moment(grad, state, weight, axes, eps, eps_mode, *, xp):
     factors (one full-size product); ``"clamp"`` takes ``max(sqrt(V), eps)``, which is
     ``sqrt(max(V, eps^2))``.
     """
-    added = eps if eps_mode == "add" else 0.0
+    squared = grad * grad
+    if eps_mode == "add":
+        squared = squared + eps
     if axes is None:
-        variance = state.variance + weight * ((grad * grad + added) - state.variance)
+        variance = state.variance + weight * (squared - state.variance)
         root = xp.sqrt(variance)
         moments = (variance,)
     else:
-        a, b = axes
-        row = state.row_var + weight * (_mean_square(grad, b, xp=xp) + added - state.row_var)
-        col = state.col_var + weight * (_mean_square(grad, a, xp=xp) + added - state.col_var)
+        a, b = axes  # means, not norms: a norm across rows is 5x slower on torch's CPU
+        row = state.row_var + weight * (xp.mean(squared, axis=b, keepdims=True) - state.row_var)
+        col = state.col_var + weight * (xp.mean(squared, axis=a, keepdims=True) - state.col_var)
         normaliser = xp.mean(row, axis=a, keepdims=True)  # the mean of all of V
         if eps_mode == "clamp":
             normaliser = xp.clip(normaliser, min=eps)
