@@ -2,11 +2,12 @@
 
 Building blocks (`trace`, `scale_by_adam`, `scale_by_lion`, `orthogonalize`,
 `add_decayed_weights`, `cautious`, `scale_by_shape`, `scale_by_learning_rate`) compose
-with `chain` into `muon`, `adamw`, `lion`, `shampoo` and `soap`; `multi` applies
-steppers to a list or dict of parameters, stacking same-shape matrices into one
-batched orthogonalisation, and `route` labels parameters for Muon or AdamW/Lion.
-``matsign.optim.torch`` (imported
-on demand; it needs torch) wraps them as ``torch.optim.Optimizer`` subclasses.
+with `chain` into `muon`, `adamw`, `lion`, `shampoo`, `soap` and the rest of the family;
+`multi` applies steppers to (nested) dicts, lists or tuples of parameters, stacking
+same-shape matrices into one batched orthogonalisation, `route` labels parameters for
+Muon or AdamW/Lion, and `qk_clip` is MuonClip's QK-Clip. ``matsign.optim.torch``
+(imported on demand; it needs torch) wraps them as ``torch.optim.Optimizer`` subclasses,
+``matsign.optim.optax`` (needs jax and optax) as optax transformations.
 """
 
 from ._base import (
@@ -37,7 +38,7 @@ from .adafactor import (
 )
 from .alias import adamw, lion
 from .clip import clip_factors, qk_clip, qk_clip_mla
-from .muon import muon, route
+from .muon import EMBEDDING_NAMES, HEAD_NAMES, muon, route
 from .shampoo import ShampooState, SOAPState, scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
     AdamState,
@@ -59,6 +60,8 @@ from .transforms import (
 )
 
 __all__ = [
+    "EMBEDDING_NAMES",
+    "HEAD_NAMES",
     "MATRIX_LAYOUTS",
     "NONFINITE_POLICIES",
     "AMSGradState",
