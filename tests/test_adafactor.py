@@ -444,3 +444,25 @@ def test_torch_class_rejects_bad_arguments_and_sharded_parameters(torch, monkeyp
                         lambda p, group=None: _torch_distributed.Placement(None, True))
     with pytest.raises(ValueError, match=r"shape \(3, 4\) is sharded"):
         opt.step()
+
+
+def test_torch_class_in_bfloat16_stays_within_its_rounding_of_torch(torch):
+    """bfloat16 parameters: moments in bfloat16 as torch's, scalars in float32 (torch:
+    float64 on the host); 10 steps apart by a few bfloat16 roundings at most."""
+    from matsign.optim.torch import Adafactor
+
+    batches = _batches(torch, 10)
+    results = []
+    for cls in (torch.optim.Adafactor, Adafactor):
+        model = _model(torch).to(torch.bfloat16)
+        opt = cls(model.parameters(), lr=0.05)
+        for x, y in batches:
+            opt.zero_grad()
+            ((model(x.bfloat16()) - y.bfloat16()).float() ** 2).mean().backward()
+            opt.step()
+        results.append(list(model.parameters()))
+    assert all(p.dtype == torch.bfloat16 for p in results[1])
+    assert {k: v.dtype for k, v in opt.state[results[1][0]].items()} == {
+        "step": torch.float32, "row_var": torch.bfloat16, "col_var": torch.bfloat16}
+    error = _relative(torch, [p.float() for p in results[1]], [p.float() for p in results[0]])
+    assert error <= 2 * torch.finfo(torch.bfloat16).eps

@@ -205,8 +205,8 @@ def scale_by_adafactor(
 
     def update(grad, state, param):
         xp = _xp.namespace(grad)
-        step = state.step + 1.0
-        weight = xp.astype(step ** (-float(decay_rate)), grad.dtype)
+        step = state.step + 1.0  # float32 or wider: the scalars are computed in its dtype
+        weight = step ** (-float(decay_rate))
         tiny = _eps(eps, eps_mode, grad.dtype, xp)
         axes = factored_axes(tuple(grad.shape), **where)
         root, moments = _root_second_moment(grad, state, weight, axes, tiny, eps_mode, xp=xp)
@@ -214,7 +214,8 @@ def scale_by_adafactor(
         factor = _step_factor(U, param, state.step, clipping_threshold,
                               min_scale if multiply_by_parameter_scale else None,
                               relative_step, xp=xp)
-        return U * factor, type(state)(step, *moments)
+        scaled = _xp.astype(U, factor.dtype, xp=xp) * factor  # half precision: one rounding
+        return _xp.astype(scaled, U.dtype, xp=xp), type(state)(step, *moments)
 
     return Stepper(init, update, stackable=False)
 
@@ -256,19 +257,27 @@ def _root_second_moment(grad, state, weight, axes, eps, eps_mode, *, xp):
     if eps_mode == "add":
         squared = squared + eps
     if axes is None:
-        variance = state.variance + weight * (squared - state.variance)
+        variance = _average(state.variance, squared, weight, xp=xp)
         root = xp.sqrt(variance)
         moments = (variance,)
     else:
         a, b = axes  # means, not norms: a norm across rows is 5x slower on torch's CPU
-        row = state.row_var + weight * (xp.mean(squared, axis=b, keepdims=True) - state.row_var)
-        col = state.col_var + weight * (xp.mean(squared, axis=a, keepdims=True) - state.col_var)
+        row = _average(state.row_var, xp.mean(squared, axis=b, keepdims=True), weight, xp=xp)
+        col = _average(state.col_var, xp.mean(squared, axis=a, keepdims=True), weight, xp=xp)
         normaliser = xp.mean(row, axis=a, keepdims=True)  # the mean of all of V
         if eps_mode == "clamp":
             normaliser = xp.clip(normaliser, min=eps)
         root = xp.sqrt(row / normaliser) * xp.sqrt(col)
         moments = (row, col)
     return (xp.clip(root, min=eps) if eps_mode == "clamp" else root), moments
+
+
+def _average(old, new, weight, *, xp):
+    """``old + weight (new - old)`` in ``weight``'s precision (float32 for half), as ``old``."""
+    wide = weight.dtype
+    start = _xp.astype(old, wide, xp=xp)
+    out = start + weight * (_xp.astype(new, wide, xp=xp) - start)
+    return _xp.astype(out, old.dtype, xp=xp)
 
 
 def _rms(x, *, xp):
@@ -281,20 +290,23 @@ def _step_factor(U, param, count, clipping_threshold, min_scale, relative_step, 
     ``count`` is the step count before this step (a schedule's argument, as in
     `matsign.optim.scale_by_learning_rate`).
     """
-    factor = xp.ones((), dtype=U.dtype, device=_xp.device(U))
+    wide = count.dtype
+    factor = xp.ones((), dtype=wide, device=_xp.device(count))
     if clipping_threshold is not None:
-        factor = factor / xp.clip(_rms(U, xp=xp) / float(clipping_threshold), min=1.0)
+        rms = _xp.astype(_rms(U, xp=xp), wide, xp=xp)
+        factor = factor / xp.clip(rms / float(clipping_threshold), min=1.0)
     if min_scale is not None:
         if param is None:
             msg = ("Adafactor's parameter scale reads the parameters: pass params to update, "
                    "or multiply_by_parameter_scale=False")
             raise ValueError(msg)
-        factor = factor * xp.clip(xp.astype(_rms(param, xp=xp), U.dtype), min=float(min_scale))
+        rms = _xp.astype(_rms(param, xp=xp), wide, xp=xp)
+        factor = factor * xp.clip(rms, min=float(min_scale))
     if relative_step is not None:
         cap = relative_step(count) if callable(relative_step) else float(relative_step)
-        cap = xp.astype(cap, U.dtype) if hasattr(cap, "dtype") else cap
-        t = xp.astype(count + 1.0, U.dtype)
-        factor = factor / xp.clip(cap * xp.sqrt(t), min=1.0)  # min(1, 1/(cap sqrt(t))), cap >= 0
+        cap = _xp.astype(cap, wide, xp=xp) if hasattr(cap, "dtype") else cap
+        # min(1, 1/(cap sqrt(t))), with no division by a cap of 0
+        factor = factor / xp.clip(cap * xp.sqrt(count + 1.0), min=1.0)
     return factor
 
 
