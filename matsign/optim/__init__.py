@@ -36,6 +36,15 @@ from .adafactor import (
     scale_by_tiger,
     tiger,
 )
+from .adamuon import (
+    AdaMuonCountedState,
+    AdaMuonState,
+    NorMuonState,
+    adamuon,
+    normuon,
+    scale_by_adamuon,
+    scale_by_normuon,
+)
 from .alias import adamw, lion
 from .clip import clip_factors, qk_clip, qk_clip_mla
 from .muon import EMBEDDING_NAMES, HEAD_NAMES, muon, route
@@ -65,6 +74,8 @@ __all__ = [
     "MATRIX_LAYOUTS",
     "NONFINITE_POLICIES",
     "AMSGradState",
+    "AdaMuonCountedState",
+    "AdaMuonState",
     "AdafactorState",
     "AdafactorUnfactoredState",
     "AdamState",
@@ -74,12 +85,14 @@ __all__ = [
     "Groups",
     "LionState",
     "MultiState",
+    "NorMuonState",
     "SOAPState",
     "ShampooState",
     "Stepper",
     "TigerState",
     "TraceState",
     "adafactor",
+    "adamuon",
     "adamw",
     "add_decayed_weights",
     "apply_updates",
@@ -92,6 +105,7 @@ __all__ = [
     "matrix_shape",
     "multi",
     "muon",
+    "normuon",
     "orthogonalize",
     "qk_clip",
     "qk_clip_mla",
@@ -99,8 +113,10 @@ __all__ = [
     "scale",
     "scale_by_adafactor",
     "scale_by_adam",
+    "scale_by_adamuon",
     "scale_by_learning_rate",
     "scale_by_lion",
+    "scale_by_normuon",
     "scale_by_shampoo",
     "scale_by_shape",
     "scale_by_soap",

@@ -38,13 +38,16 @@ import optax
 from . import _base, alias
 from .adafactor import scale_by_adafactor
 from .adafactor import tiger as _tiger
+from .adamuon import adamuon as _adamuon
+from .adamuon import normuon as _normuon
 from .muon import muon as _muon
 from .muon import route
 from .shampoo import shampoo as _shampoo
 from .shampoo import soap as _soap
 from .transforms import add_decayed_weights, scale, scale_by_learning_rate, trace
 
-__all__ = ["adafactor", "adamw", "as_optax", "lion", "muon", "shampoo", "soap", "tiger"]
+__all__ = ["adafactor", "adamuon", "adamw", "as_optax", "lion", "muon", "normuon", "shampoo",
+           "soap", "tiger"]
 
 
 def as_optax(
@@ -429,3 +432,106 @@ def tiger(
     """
     return _everywhere(_tiger(learning_rate, **options), reshape, layout, nonfinite,
                        mesh, axis)
+
+
+def _matrices_and_other(matrix, other, labels, reshape, layout, nonfinite, mesh, axis):
+    """``matrix`` on the hidden matrices, ``other`` on the rest (labels as `muon`'s)."""
+    labels = _default_labels if labels is None else labels
+    return as_optax({"muon": matrix, "other": other}, labels, reshape=reshape, layout=layout,
+                    nonfinite=nonfinite, mesh=mesh, axis=axis)
+
+
+def adamuon(
+    learning_rate: float | Callable = 6e-4, *, other: _base.Stepper | None = None,
+    labels: Any = None, reshape: str = "flatten", layout: str = "fan_in_fan_out",
+    nonfinite: str = "skip", mesh: jax.sharding.Mesh | None = None, axis: str | None = None,
+    **options: Any,
+) -> optax.GradientTransformation:
+    """AdaMuon on the hidden matrices, ``other`` on the rest: `matsign.optim.adamuon` for optax.
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 6e-4
+        AdaMuon's learning rate (its updates have Adam's RMS), or a schedule.
+    other : Stepper, optional
+        For the parameters AdaMuon does not take; default
+        ``matsign.optim.adamw(learning_rate, weight_decay=0.0)``: one learning rate for
+        both, as AdaMuon's RMS alignment intends.
+    labels : pytree or callable, optional
+        ``"muon"`` or ``"other"`` per parameter; default `matsign.optim.route` (see
+        `muon`).
+    reshape, layout, nonfinite, mesh, axis
+        See `as_optax`.
+    **options
+        The options of `matsign.optim.adamuon` (``momentum``, ``nesterov``, ``b2``,
+        ``eps``, ``sign``, ``rms``, ``weight_decay``, ``method``, ...).
+
+    Returns
+    -------
+    optax.GradientTransformation
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from matsign.optim.optax import adamuon
+    >>> opt = adamuon(1e-3, method="svd")
+    >>> params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3), "lm_head": jnp.ones((3, 5))}
+    >>> grads = jax.tree.map(lambda p: jnp.arange(p.size, dtype=p.dtype).reshape(p.shape) - 1,
+    ...                      params)
+    >>> updates, state = jax.jit(opt.update)(grads, opt.init(params))
+    >>> round(float(jnp.sqrt(jnp.mean(updates["w"] ** 2))), 6)   # lr times Adam's RMS 0.2
+    0.0002
+    >>> [(label, keys) for label, keys in state.groups]
+    [('muon', ('w',)), ('other', ('b',)), ('other', ('lm_head',))]
+    """
+    other = alias.adamw(learning_rate, weight_decay=0.0) if other is None else other
+    return _matrices_and_other(_adamuon(learning_rate, **options), other, labels, reshape,
+                               layout, nonfinite, mesh, axis)
+
+
+def normuon(
+    learning_rate: float | Callable = 0.02, *, other: _base.Stepper | None = None,
+    labels: Any = None, reshape: str = "flatten", layout: str = "fan_in_fan_out",
+    nonfinite: str = "skip", mesh: jax.sharding.Mesh | None = None, axis: str | None = None,
+    **options: Any,
+) -> optax.GradientTransformation:
+    """NorMuon on the hidden matrices, ``other`` on the rest: `matsign.optim.normuon` for optax.
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 0.02
+        NorMuon's learning rate, or a schedule.
+    other : Stepper, optional
+        For the parameters NorMuon does not take; default
+        ``matsign.optim.adamw(3e-4, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)``, the
+        reference's ``NorMuonWithAuxAdam`` defaults.
+    labels : pytree or callable, optional
+        ``"muon"`` or ``"other"`` per parameter; default `matsign.optim.route` (see
+        `muon`). The statistics are per row of the ``(fan_out, fan_in)`` matrix: per
+        output neuron, whatever the ``layout``.
+    reshape, layout, nonfinite, mesh, axis
+        See `as_optax`.
+    **options
+        The options of `matsign.optim.normuon` (``momentum``, ``b2``, ``neurons``,
+        ``rms``, ``update_scale``, ``weight_decay``, ``method``, ...).
+
+    Returns
+    -------
+    optax.GradientTransformation
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from matsign.optim.optax import normuon
+    >>> opt = normuon(0.02, method="svd")
+    >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2), "head": jnp.ones((2, 4))}
+    >>> grads = {"w": jnp.array([[4.0, 0.0], [0.0, 1.0], [0.0, 1.0]]),  # flax: (in, out)
+    ...          "b": jnp.ones(2), "head": jnp.ones((2, 4))}
+    >>> updates, state = jax.jit(opt.update)(grads, opt.init(params))
+    >>> state.states[0][1].second_momentum_buffer.shape         # one per output neuron
+    (2, 1)
+    """
+    if other is None:
+        other = alias.adamw(3e-4, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)
+    return _matrices_and_other(_normuon(learning_rate, **options), other, labels, reshape,
+                               layout, nonfinite, mesh, axis)

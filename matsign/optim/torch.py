@@ -1,5 +1,5 @@
 """``torch.optim.Optimizer`` subclasses built on the steppers: `Muon`, `AdamW`, `Lion`,
-`Shampoo`, `SOAP`, `Adafactor`, `Tiger`.
+`Shampoo`, `SOAP`, `Adafactor`, `Tiger`, `AdaMuon`, `NorMuon`.
 
 `Muon` and `AdamW` accept every keyword argument of ``torch.optim.Muon`` and
 ``torch.optim.AdamW`` with the same meaning and keep their state under the same names
@@ -45,6 +45,7 @@ from ._base import (
 )
 from ._torch_model import ModelOptimizer, module_labels
 from .adafactor import scale_by_adafactor, scale_by_tiger
+from .adamuon import normuon_axis, packed_shape, scale_by_adamuon, scale_by_normuon
 from .plan import newton_schulz_flops, root_flops, split
 from .shampoo import scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
@@ -59,8 +60,8 @@ from .transforms import (
     trace,
 )
 
-__all__ = ["SOAP", "Adafactor", "AdamW", "Lion", "ModelOptimizer", "Muon", "Shampoo", "Tiger",
-           "module_labels"]
+__all__ = ["SOAP", "AdaMuon", "Adafactor", "AdamW", "Lion", "ModelOptimizer", "Muon", "NorMuon",
+           "Shampoo", "Tiger", "module_labels"]
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]  # as torch.optim takes them
 
@@ -1250,3 +1251,313 @@ class Tiger(_StepperOptimizer):
     def _stepper(self, group, work=None):
         direction = scale_by_tiger(group["beta"])
         return cautious(direction) if group["cautious_mask"] else direction
+
+
+class _SecondMomentMuon(_StepperOptimizer):
+    """Muon's stacking and transports for AdaMuon and NorMuon, whose work packs a moment.
+
+    Their blocks hand ``work`` each matrix with its second moment beside it
+    (`matsign.optim.adamuon.packed_shape`), so a replicated stack's buffers hold the
+    packed size, and the moment travels in the parameters' dtype unless
+    ``communication_dtype`` says otherwise (a moment is state: rounding it to bfloat16
+    every step would change the optimizer).
+    """
+
+    _stack = True
+
+    def _check_matrices(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.ndim < 2:
+                    msg = (f"{type(self).__name__} takes matrices (or conv/stacked >2-D "
+                           f"tensors); got a parameter of size {tuple(p.size())}: see "
+                           f"matsign.optim.route")
+                    raise ValueError(msg)
+
+    def _packed(self, view, group):  # numpydoc ignore=PR01,RT01
+        """The shape one matrix of ``view`` travels as."""
+        raise NotImplementedError
+
+    def _units(self, params, groups, group, process_group):
+        units = super()._units(params, groups, group, process_group)
+        return tuple(unit if unit is None else unit._replace(
+            size=math.prod(self._packed(_view(params[keys[0]], group), group)))
+            for unit, (_, keys) in zip(units, groups, strict=True))
+
+
+def _check_moment_options(lr, weight_decay, momentum, beta2, ns_steps, reshape, nonfinite):
+    _check_common(lr, weight_decay, nonfinite)
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum should be in [0, 1) but is: {momentum}")
+    if beta2 is not None and not 0.0 <= beta2 < 1.0:
+        raise ValueError(f"beta2 should be in [0, 1) but is: {beta2}")
+    if ns_steps >= 100:
+        raise ValueError("Number of steps must be less than 100 for computational efficiency")
+    matrix_shape((1,), reshape)
+
+
+class AdaMuon(_SecondMomentMuon):
+    """AdaMuon as a ``torch.optim.Optimizer``: Muon's momentum, an orthogonalised sign, Adam's RMS.
+
+    The positional arguments follow the reference class (Si et al.'s ``AdaMuon``) and the
+    state keeps its names: ``momentum_buffer`` and ``v_buffer`` (shaped as the parameter;
+    the reference flattens it, and its state loads here).
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter groups of matrices; with ``reshape`` also conv kernels
+        and stacks of matrices.
+    lr : float, default 6e-4
+        Learning rate. The update has Adam's RMS, so Adam's learning rate carries over
+        (the reference GPT-2 runs: 6e-4 with weight decay 0.1; the reference class's
+        default of 0.02 is Muon's).
+    weight_decay : float, default 0.01
+        Decoupled weight decay ``p <- p (1 - lr weight_decay)`` (the reference's default).
+    momentum : float, default 0.95
+        EMA momentum, and the decay of the second moment unless ``beta2`` is given.
+    nesterov : bool, default True
+        Orthogonalise the sign of ``lerp(grad, buf, momentum)`` instead of the buffer's.
+    ns_steps : int, default 5
+        Newton–Schulz steps.
+    eps : float, default 1e-8
+        Added to ``sqrt(v)`` and to the Frobenius norm of the RMS rescale.
+    beta2 : float, optional
+        Decay of the second moment; None: ``momentum`` (the reference code).
+    ns_coefficients : tuple of float, str or Schedule, default (3.4445, -4.7750, 2.0315)
+        The Newton–Schulz polynomial (see `Muon`).
+    sign : bool, default True
+        Orthogonalise the sign of the momentum (False: the momentum, the paper's v1).
+    rms : float, default 0.2
+        RMS of each matrix's update before the learning rate.
+    bias_correction : bool, default False
+        Divide ``v`` by ``1 - beta2^t`` (state ``step`` too); cancelled by the rescale up
+        to ``eps``.
+    ns_eps : float, default 1e-7
+        Lower clamp of the Frobenius norm before Newton–Schulz.
+    ns_dtype : torch.dtype or None, default torch.bfloat16
+        Compute dtype of the iteration (the reference's bfloat16); None: the gradient's.
+    reshape : {"flatten", "batch"}, default "flatten"
+        Parameters of more than two axes (see `Muon`).
+    cautious_weight_decay : bool, default False
+        Decay only entries where the update and the parameter share a sign.
+    maximize : bool, default False
+        Ascend instead of descend.
+    nonfinite : {"skip", "raise", "ignore"}, default "skip"
+        See `Muon`.
+    process_group : ProcessGroup or DeviceMesh, optional
+        Spread the matrix work over the ranks (see `Muon`): each matrix's second moment
+        travels with it, so every statistic is that of the whole matrix under DDP and
+        FSDP2 (``Shard(0)``) alike.
+    communication_dtype : torch.dtype, optional
+        Dtype of what is sent between ranks: the sign of the momentum, the moment and
+        the result; default the parameters' dtype (a bfloat16 one rounds the moment).
+
+    Notes
+    -----
+    The step is `matsign.optim.adamuon`'s: ``O = NS(sign(N))``, ``v <- b v + (1 - b)
+    O^2``, ``U = O / (sqrt(v) + eps)``, ``p <- p (1 - lr wd) - lr rms sqrt(m n) U /
+    (||U||_F + eps)``, with ``(m, n)`` the matrix orthogonalised (a conv kernel
+    flattened; the reference takes ``min`` and ``max`` of the kernel's four axes there).
+
+    References
+    ----------
+    Si, Zhang and Shen, AdaMuon: Adaptive Muon Optimizer (arXiv:2507.11005).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from matsign.optim.torch import AdaMuon
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Linear(4, 3, bias=False)
+    >>> opt = AdaMuon(model.parameters(), lr=1e-3, weight_decay=0.0, ns_dtype=None)
+    >>> before = model.weight.detach().clone()
+    >>> model(torch.randn(8, 4)).square().mean().backward()
+    >>> opt.step()
+    >>> sorted(opt.state[model.weight])
+    ['momentum_buffer', 'v_buffer']
+    >>> round(float((model.weight.detach() - before).square().mean().sqrt()), 6)  # lr 0.2
+    0.0002
+    """
+
+    def __init__(
+        self, params: Params, lr: float = 6e-4, weight_decay: float = 0.01,
+        momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5, eps: float = 1e-8,
+        beta2: float | None = None, *,
+        ns_coefficients: tuple[float, ...] | str | Schedule = (3.4445, -4.7750, 2.0315),
+        sign: bool = True, rms: float = 0.2, bias_correction: bool = False,
+        ns_eps: float = 1e-7, ns_dtype: torch.dtype | None = torch.bfloat16,
+        reshape: str = "flatten", cautious_weight_decay: bool = False, maximize: bool = False,
+        nonfinite: str = "skip", process_group: Any = None,
+        communication_dtype: torch.dtype | None = None,
+    ) -> None:
+        _check_moment_options(lr, weight_decay, momentum, beta2, ns_steps, reshape, nonfinite)
+        defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum,
+                    "nesterov": nesterov, "ns_steps": ns_steps, "eps": eps, "beta2": beta2,
+                    "ns_coefficients": ns_coefficients, "sign": sign, "rms": rms,
+                    "bias_correction": bias_correction, "ns_eps": ns_eps,
+                    "ns_dtype": ns_dtype, "reshape": reshape,
+                    "cautious_weight_decay": cautious_weight_decay, "maximize": maximize,
+                    "nonfinite": nonfinite, "communication_dtype": communication_dtype}
+        self._stepper(defaults)  # a bad option fails here, not at step 1
+        super().__init__(params, defaults, process_group)
+        self._check_matrices()
+
+    def _stepper(self, group, work=None):
+        beta2 = group["momentum"] if group["beta2"] is None else group["beta2"]
+        return chain(
+            trace(group["momentum"], nesterov=group["nesterov"], ema=True),
+            scale_by_adamuon(beta2, group["eps"], sign=group["sign"], rms=group["rms"],
+                             bias_correction=group["bias_correction"],
+                             schedule=group["ns_coefficients"], steps=group["ns_steps"],
+                             ns_eps=group["ns_eps"], dtype=group["ns_dtype"], work=work),
+        )
+
+    def _packed(self, view, group):
+        return packed_shape(view, "adamuon")
+
+
+class NorMuon(_SecondMomentMuon):
+    """NorMuon as a ``torch.optim.Optimizer``: Muon with neuron-wise normalised updates.
+
+    The positional arguments and defaults follow the reference class (Li et al.'s
+    ``NorMuon``/``SingleDeviceNorMuon``) and the state keeps its names:
+    ``momentum_buffer`` and ``second_momentum_buffer`` (``(rows, 1)``), so its state
+    dicts load here.
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter groups of matrices; with ``reshape`` also conv kernels
+        and stacks of matrices.
+    lr : float, default 0.02
+        Learning rate (Muon's: the normalised update keeps the Frobenius norm of the
+        orthogonalised one).
+    weight_decay : float, default 0.0
+        Decoupled weight decay ``p <- p (1 - lr weight_decay)``.
+    momentum : float, default 0.95
+        EMA momentum.
+    beta2 : float, default 0.95
+        Decay of the per-neuron second moment.
+    nesterov : bool, default True
+        Orthogonalise ``lerp(grad, buf, momentum)`` (False: the buffer, as the paper's
+        Algorithm 1).
+    ns_coefficients : tuple of float, str or Schedule, default (3.4445, -4.7750, 2.0315)
+        The Newton–Schulz polynomial (see `Muon`).
+    eps : float, default 1e-10
+        Added to ``sqrt(v)`` and to the norm of the rescale.
+    ns_steps : int, default 5
+        Newton–Schulz steps.
+    adjust_lr_fn : {None, "original", "match_rms_adamw", "spectral", "none"}, default None
+        The update scale as `Muon`'s: None is ``sqrt(max(1, m/n))`` (the reference code),
+        or ``"none"`` when ``rms`` is set.
+    neurons : {"rows", "columns", "longer"}, default "rows"
+        One statistic per row (output neuron), per column, or along the longer side
+        (modded-nanogpt); see `matsign.optim.adamuon.normuon_axis`.
+    rms : float, optional
+        Rescale to this RMS instead of keeping the norm (the paper's Algorithm 1: 0.2,
+        with Adam's learning rates).
+    ns_eps : float, default 1e-7
+        Lower clamp of the Frobenius norm before Newton–Schulz.
+    ns_dtype : torch.dtype or None, default torch.bfloat16
+        Compute dtype of the iteration (the reference's bfloat16); None: the gradient's.
+    reshape : {"flatten", "batch"}, default "flatten"
+        Parameters of more than two axes (see `Muon`).
+    cautious_weight_decay : bool, default False
+        Decay only entries where the update and the parameter share a sign
+        (modded-nanogpt).
+    maximize : bool, default False
+        Ascend instead of descend.
+    nonfinite : {"skip", "raise", "ignore"}, default "skip"
+        See `Muon`.
+    process_group : ProcessGroup or DeviceMesh, optional
+        Spread the matrix work over the ranks (see `Muon`); the per-neuron moment
+        travels with its matrix, so the statistics and the rescale are those of the whole
+        matrix under DDP and FSDP2 alike.
+    communication_dtype : torch.dtype, optional
+        Dtype of what is sent between ranks; default the parameters' dtype.
+
+    Raises
+    ------
+    ValueError
+        For an argument out of range; at ``step``, for column statistics of a parameter
+        sharded by FSDP2 (its rows are spread over the ranks).
+
+    Notes
+    -----
+    The step is `matsign.optim.normuon`'s: ``O = NS(N)``, ``v <- lerp(v, mean_j O^2,
+    1 - beta2)`` per row, ``U = O / (sqrt(v) + eps)``, ``p <- p (1 - lr wd) - lr s
+    ||O||_F U / (||U||_F + eps)`` with ``s`` the update scale. The reference computes
+    the statistics of a conv kernel over its last axis after reshaping it back; here
+    they are the rows of the flattened kernel, as the reference's first release.
+
+    References
+    ----------
+    Li, Liu, Liang, Chen and Zhao, NorMuon: Making Muon more efficient and scalable
+    (arXiv:2510.05491).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from matsign.optim.torch import NorMuon
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Linear(4, 3, bias=False)
+    >>> opt = NorMuon(model.parameters(), ns_dtype=None)
+    >>> model(torch.randn(8, 4)).square().mean().backward()
+    >>> opt.step()
+    >>> {name: tuple(value.shape) for name, value in opt.state[model.weight].items()}
+    {'momentum_buffer': (3, 4), 'second_momentum_buffer': (3, 1)}
+    """
+
+    def __init__(
+        self, params: Params, lr: float = 0.02, weight_decay: float = 0.0,
+        momentum: float = 0.95, beta2: float = 0.95, nesterov: bool = True,
+        ns_coefficients: tuple[float, ...] | str | Schedule = (3.4445, -4.7750, 2.0315),
+        eps: float = 1e-10, ns_steps: int = 5, adjust_lr_fn: str | None = None, *,
+        neurons: str = "rows", rms: float | None = None, ns_eps: float = 1e-7,
+        ns_dtype: torch.dtype | None = torch.bfloat16, reshape: str = "flatten",
+        cautious_weight_decay: bool = False, maximize: bool = False, nonfinite: str = "skip",
+        process_group: Any = None, communication_dtype: torch.dtype | None = None,
+    ) -> None:
+        _check_moment_options(lr, weight_decay, momentum, beta2, ns_steps, reshape, nonfinite)
+        if adjust_lr_fn not in ADJUST_LR_FN and adjust_lr_fn not in SHAPE_SCALES:
+            raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
+        defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum,
+                    "beta2": beta2, "nesterov": nesterov, "ns_coefficients": ns_coefficients,
+                    "eps": eps, "ns_steps": ns_steps, "adjust_lr_fn": adjust_lr_fn,
+                    "neurons": neurons, "rms": rms, "ns_eps": ns_eps, "ns_dtype": ns_dtype,
+                    "reshape": reshape, "cautious_weight_decay": cautious_weight_decay,
+                    "maximize": maximize, "nonfinite": nonfinite,
+                    "communication_dtype": communication_dtype}
+        self._stepper(defaults)  # a bad option fails here, not at step 1
+        super().__init__(params, defaults, process_group)
+        self._check_matrices()
+
+    def _stepper(self, group, work=None):
+        return chain(
+            trace(group["momentum"], nesterov=group["nesterov"], ema=True),
+            scale_by_normuon(group["beta2"], group["eps"], neurons=group["neurons"],
+                             rms=group["rms"], schedule=group["ns_coefficients"],
+                             steps=group["ns_steps"], ns_eps=group["ns_eps"],
+                             dtype=group["ns_dtype"], work=work),
+        )
+
+    def _packed(self, view, group):
+        return packed_shape(view, "normuon", group["neurons"])
+
+    def _scale(self, view, group):
+        mode = group["adjust_lr_fn"]
+        if mode is None and group["rms"] is not None:
+            return 1.0
+        return shape_scale(view, ADJUST_LR_FN.get(mode, mode))
+
+    def _step_group(self, index, group):
+        for p in group["params"]:
+            view = _view(p, group)
+            if (p.grad is not None and normuon_axis(view, group["neurons"]) == -2
+                    and distributed.placement(p, self._process_group).sharded):
+                msg = (f"NorMuon: column statistics (neurons={group['neurons']!r}) of a "
+                       f"parameter of shape {tuple(p.shape)} sharded by rows (FSDP2 "
+                       f"Shard(0)) are not supported; use neurons='rows'")
+                raise ValueError(msg)
+        super()._step_group(index, group)
