@@ -1,6 +1,7 @@
-"""``python -m matsign train-demo``: a small MLP on scikit-learn's digits, four optimizers.
+"""``python -m matsign train-demo``: an MLP on scikit-learn's digits, or a small GPT.
 
-Needs torch (autograd) and scikit-learn (the bundled digits data, no download);
+``--task digits`` (the default) needs torch (autograd) and scikit-learn (the bundled
+digits data, no download); ``--task gpt`` (`matsign.cli.demo_gpt`) needs torch only;
 matplotlib for ``--plot``. The optimizers are matsign's functional steppers applied with
 `matsign.optim.multi` to a dict of torch tensors.
 """
@@ -11,17 +12,28 @@ import json
 import time
 
 DESCRIPTION = """\
-Train a 64-128-128-10 MLP on scikit-learn's bundled digits (1797 8x8 images; 1297 to
-train, 500 to test) with AdamW, Muon (+AdamW for biases and the output head), Shampoo
-and SOAP, the same minibatches and the same number of steps for each, and print the
-final training loss and test accuracy. With --plot, save the loss curves.
+--task digits (default): train a 64-128-128-10 MLP on scikit-learn's bundled digits
+(1797 8x8 images; 1297 to train, 500 to test) with AdamW, Muon, AdaMuon and NorMuon
+(+AdamW for biases and the output head), Shampoo, SOAP, Lion, Tiger and Adafactor, the
+same minibatches and the same number of steps for each, and print the final training
+loss and test accuracy. With --plot, save the loss curves.
 
-example:
+--task gpt: train a character-level GPT (pre-LN, 2 layers, width 128, context 64) on
+the Python standard library's own source files, split into training and validation by
+file, with AdamW, Muon, NorMuon, AdaMuon, SOAP, Shampoo (+AdamW for embeddings, head and
+norms), Adafactor and Lion at swept learning rates, and print the final validation loss
+and training time. With --plot, save validation loss against steps and against seconds;
+--sweep runs the learning-rate sweep instead (slow: five runs per optimizer).
+
+examples:
   python -m matsign train-demo --steps 300 --plot train-demo.png
+  python -m matsign train-demo --task gpt --steps 300 --plot gpt-demo.png
 """
 
 WIDTH = 128
-OPTIMIZERS = ("adamw", "muon", "shampoo", "soap")
+OPTIMIZERS = ("adamw", "muon", "adamuon", "normuon", "shampoo", "soap", "lion", "tiger",
+              "adafactor")
+TASKS = ("digits", "gpt")
 
 
 def add_arguments(parser):
@@ -32,15 +44,31 @@ def add_arguments(parser):
     parser : argparse.ArgumentParser
         The subcommand's parser.
     """
-    parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
-    parser.add_argument("--batch-size", type=int, default=128, help="minibatch (default 128)")
+    from . import demo_gpt
+
+    parser.add_argument("--task", choices=TASKS, default="digits",
+                        help="digits MLP (default) or character-level GPT")
+    parser.add_argument("--steps", type=int, help="training steps (default 300)")
+    parser.add_argument("--batch-size", type=int,
+                        help="minibatch (default: 128 images, 32 sequences)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and batches")
-    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
-                        help=f"comma-separated subset of {','.join(OPTIMIZERS)}")
+    parser.add_argument("--optimizers",
+                        help=f"comma-separated subset of {','.join(OPTIMIZERS)} (digits) "
+                             f"or {','.join(demo_gpt.OPTIMIZERS)} (gpt); default: all")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: tiny matrices lose to threading)")
-    parser.add_argument("--plot", metavar="PATH", help="save the loss curves (matplotlib)")
+                        help="torch CPU threads (default 1: small matrices lose to threading)")
+    parser.add_argument("--plot", metavar="PATH", help="save the curves (matplotlib)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    gpt = parser.add_argument_group("--task gpt")
+    for name, value in demo_gpt.MODEL.items():
+        gpt.add_argument(f"--{name}", type=int, default=value, help=f"default {value}")
+    gpt.add_argument("--eval-every", type=int, default=25,
+                     help="validation every so many steps (default 25)")
+    gpt.add_argument("--max-chars", type=int, default=1_000_000,
+                     help="characters of training text (default 1000000; a tenth as many "
+                          "for validation)")
+    gpt.add_argument("--sweep", action="store_true",
+                     help="sweep each optimizer's learning rate instead (slow)")
 
 
 def steppers(name):
@@ -58,16 +86,25 @@ def steppers(name):
     """
     from .. import optim
 
-    if name == "adamw":
-        return optim.adamw(3e-3, weight_decay=0.01), None
-    if name == "muon":
-        table = {"muon": optim.muon(0.02, weight_decay=0.01),
-                 "adamw": optim.adamw(3e-3, weight_decay=0.01)}
-        return table, lambda key, p: optim.route({key: p}, head=None)[key]  # head: by name
-    if name == "shampoo":
-        return optim.shampoo(3e-3, weight_decay=0.01, every=10, beta=0.999), None
-    if name == "soap":
-        return optim.soap(3e-3, weight_decay=0.01, every=10), None
+    element_wise = {
+        "adamw": lambda: optim.adamw(3e-3, weight_decay=0.01),
+        "lion": lambda: optim.lion(3e-4, weight_decay=0.1),  # lr / 10, decay x 10
+        "tiger": lambda: optim.tiger(3e-4, weight_decay=0.1),
+        "adafactor": lambda: optim.adafactor(3e-2, relative_step=False, b1=0.9,
+                                             weight_decay=0.01),
+        "shampoo": lambda: optim.shampoo(3e-3, weight_decay=0.01, every=10, beta=0.999),
+        "soap": lambda: optim.soap(3e-3, weight_decay=0.01, every=10),
+    }
+    hidden = {  # the hidden matrices; biases and the head (by its name) go to AdamW
+        "muon": lambda: optim.muon(0.02, weight_decay=0.01),
+        "adamuon": lambda: optim.adamuon(3e-3, weight_decay=0.01),
+        "normuon": lambda: optim.normuon(0.02, weight_decay=0.01),
+    }
+    if name in element_wise:
+        return element_wise[name](), None
+    if name in hidden:
+        table = {name: hidden[name](), "adamw": element_wise["adamw"]()}
+        return table, lambda key, p: optim.route({key: p}, matrix=name, head=None)[key]
     msg = f"unknown optimizer {name!r}; choose from {OPTIMIZERS}"
     raise ValueError(msg)
 
@@ -250,18 +287,30 @@ def run(args):
     """
     import torch
 
-    names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
-    for n in names:
-        steppers(n)  # unknown names fail before any training
+    from . import UsageError, demo_gpt
+
+    if args.task == "gpt":
+        return demo_gpt.run(args)
+    if args.sweep:
+        msg = "--sweep is for --task gpt"
+        raise UsageError(msg)
+    names = [n.strip() for n in (args.optimizers or ",".join(OPTIMIZERS)).split(",")
+             if n.strip()]
+    for n in names:  # unknown names fail before any training
+        try:
+            steppers(n)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    steps, batch_size = args.steps or 300, args.batch_size or 128
     torch.set_num_threads(args.threads)
     data = load_digits(args.seed)
-    results = {n: train(n, data, steps=args.steps, batch_size=args.batch_size,
-                        seed=args.seed) for n in names}
+    results = {n: train(n, data, steps=steps, batch_size=batch_size, seed=args.seed)
+               for n in names}
     if args.json:
         print(json.dumps({n: {k: v for k, v in r.items() if k != "losses"}
                           for n, r in results.items()}, indent=2))
     else:
-        print(table(results, args.steps))
+        print(table(results, steps))
     if args.plot:
         plot(results, args.plot)
         print(f"loss curves saved to {args.plot}")

@@ -142,6 +142,8 @@ def _packed(work, fn, X, V, axis):
 
     ``V`` broadcasts against ``X`` except along ``axis``; ``D`` has ``X``'s shape.
     """
+    if work is every_matrix:  # every matrix here: nothing travels, no copies
+        return fn(X, V)
     xp = _xp.namespace(X)
     size = X.shape[axis]
 
@@ -156,8 +158,8 @@ def _packed(work, fn, X, V, axis):
 
 
 def _frobenius(X, xp):
-    """Each matrix's Frobenius norm, kept as ``(..., 1, 1)``."""
-    return xp.sqrt(xp.sum(X * X, axis=(-2, -1), keepdims=True))
+    """Each matrix's Frobenius norm, kept as ``(..., 1, 1)`` (one pass)."""
+    return xp.linalg.vector_norm(X, axis=(-2, -1), keepdims=True)
 
 
 def _orthogonalizer(schedule, steps, eps, dtype, method, gram, match):
@@ -262,7 +264,7 @@ def scale_by_adamuon(
 
         def normalised(N, V):
             O = orth(xp.sign(N) if sign else N)
-            V = b2 * V + (1.0 - b2) * (O * O)
+            V = lerp(V, O * O, 1.0 - b2)  # b2 V + (1 - b2) O^2, one fused pass on torch
             Vhat = V
             if bias_correction:  # a torch stack holds one count per member: (k,) -> (k, 1, 1)
                 count = xp.reshape(step, tuple(step.shape) + (1,) * (V.ndim - step.ndim))

@@ -1345,6 +1345,8 @@ class AdaMuon(_SecondMomentMuon):
         Ascend instead of descend.
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
         See `Muon`.
+    match : {None, "torch.optim.Muon"}, optional
+        Newton–Schulz rounded as torch.optim.Muon's (see `Muon`).
     process_group : ProcessGroup or DeviceMesh, optional
         Spread the matrix work over the ranks (see `Muon`): each matrix's second moment
         travels with it, so every statistic is that of the whole matrix under DDP and
@@ -1388,7 +1390,7 @@ class AdaMuon(_SecondMomentMuon):
         sign: bool = True, rms: float = 0.2, bias_correction: bool = False,
         ns_eps: float = 1e-7, ns_dtype: torch.dtype | None = torch.bfloat16,
         reshape: str = "flatten", cautious_weight_decay: bool = False, maximize: bool = False,
-        nonfinite: str = "skip", process_group: Any = None,
+        nonfinite: str = "skip", match: str | None = None, process_group: Any = None,
         communication_dtype: torch.dtype | None = None,
     ) -> None:
         _check_moment_options(lr, weight_decay, momentum, beta2, ns_steps, reshape, nonfinite)
@@ -1396,7 +1398,7 @@ class AdaMuon(_SecondMomentMuon):
                     "nesterov": nesterov, "ns_steps": ns_steps, "eps": eps, "beta2": beta2,
                     "ns_coefficients": ns_coefficients, "sign": sign, "rms": rms,
                     "bias_correction": bias_correction, "ns_eps": ns_eps,
-                    "ns_dtype": ns_dtype, "reshape": reshape,
+                    "ns_dtype": ns_dtype, "match": match, "reshape": reshape,
                     "cautious_weight_decay": cautious_weight_decay, "maximize": maximize,
                     "nonfinite": nonfinite, "communication_dtype": communication_dtype}
         self._stepper(defaults)  # a bad option fails here, not at step 1
@@ -1410,7 +1412,8 @@ class AdaMuon(_SecondMomentMuon):
             scale_by_adamuon(beta2, group["eps"], sign=group["sign"], rms=group["rms"],
                              bias_correction=group["bias_correction"],
                              schedule=group["ns_coefficients"], steps=group["ns_steps"],
-                             ns_eps=group["ns_eps"], dtype=group["ns_dtype"], work=work),
+                             ns_eps=group["ns_eps"], dtype=group["ns_dtype"],
+                             match=group.get("match"), work=work),
         )
 
     def _packed(self, view, group):
@@ -1470,6 +1473,8 @@ class NorMuon(_SecondMomentMuon):
         Ascend instead of descend.
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
         See `Muon`.
+    match : {None, "torch.optim.Muon"}, optional
+        Newton–Schulz rounded as torch.optim.Muon's (see `Muon`).
     process_group : ProcessGroup or DeviceMesh, optional
         Spread the matrix work over the ranks (see `Muon`); the per-neuron moment
         travels with its matrix, so the statistics and the rescale are those of the whole
@@ -1517,7 +1522,8 @@ class NorMuon(_SecondMomentMuon):
         neurons: str = "rows", rms: float | None = None, ns_eps: float = 1e-7,
         ns_dtype: torch.dtype | None = torch.bfloat16, reshape: str = "flatten",
         cautious_weight_decay: bool = False, maximize: bool = False, nonfinite: str = "skip",
-        process_group: Any = None, communication_dtype: torch.dtype | None = None,
+        match: str | None = None, process_group: Any = None,
+        communication_dtype: torch.dtype | None = None,
     ) -> None:
         _check_moment_options(lr, weight_decay, momentum, beta2, ns_steps, reshape, nonfinite)
         if adjust_lr_fn not in ADJUST_LR_FN and adjust_lr_fn not in SHAPE_SCALES:
@@ -1527,7 +1533,7 @@ class NorMuon(_SecondMomentMuon):
                     "eps": eps, "ns_steps": ns_steps, "adjust_lr_fn": adjust_lr_fn,
                     "neurons": neurons, "rms": rms, "ns_eps": ns_eps, "ns_dtype": ns_dtype,
                     "reshape": reshape, "cautious_weight_decay": cautious_weight_decay,
-                    "maximize": maximize, "nonfinite": nonfinite,
+                    "maximize": maximize, "nonfinite": nonfinite, "match": match,
                     "communication_dtype": communication_dtype}
         self._stepper(defaults)  # a bad option fails here, not at step 1
         super().__init__(params, defaults, process_group)
@@ -1539,7 +1545,7 @@ class NorMuon(_SecondMomentMuon):
             scale_by_normuon(group["beta2"], group["eps"], neurons=group["neurons"],
                              rms=group["rms"], schedule=group["ns_coefficients"],
                              steps=group["ns_steps"], ns_eps=group["ns_eps"],
-                             dtype=group["ns_dtype"], work=work),
+                             dtype=group["ns_dtype"], match=group.get("match"), work=work),
         )
 
     def _packed(self, view, group):
