@@ -4,7 +4,7 @@
 """
 
 from . import duality, kron, polynomials
-from ._iterations import ConvergenceError
+from ._iterations import ConvergenceError, LinAlgError
 from .duality import dualize
 from .polar import msign, newton_schulz, orthogonality_error, polar
 from .roots import inverse_root, matrix_root, psd_power
@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceError",
+    "LinAlgError",
     "__version__",
     "duality",
     "dualize",

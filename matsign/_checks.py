@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import numbers
 import warnings
 from collections.abc import Callable
@@ -18,8 +19,8 @@ from typing import TypeVar
 from . import _xp
 
 __all__ = [
-    "as_float_matrix", "as_real", "as_square_stack", "check_finite", "float_dtype", "is_empty",
-    "renamed_keywords",
+    "as_bound", "as_count", "as_float", "as_float_matrix", "as_real", "as_square_stack",
+    "check_finite", "float_dtype", "is_empty", "nan_where_nonfinite", "renamed_keywords",
 ]
 
 F = TypeVar("F", bound=Callable)
@@ -30,7 +31,7 @@ def as_float_matrix(G, name, *, xp):
     if G.ndim < 2:
         msg = f"{name} expects shape (..., m, n); got {tuple(G.shape)}"
         raise ValueError(msg)
-    return _as_float(G, name, xp=xp)
+    return as_float(G, name, xp=xp)
 
 
 def as_square_stack(A, name, *, xp):
@@ -38,11 +39,11 @@ def as_square_stack(A, name, *, xp):
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
         msg = f"{name} expects square matrices of shape (..., n, n); got {tuple(A.shape)}"
         raise ValueError(msg)
-    return _as_float(A, name, xp=xp)
+    return as_float(A, name, xp=xp)
 
 
-def _as_float(x, name, *, xp):
-    """``x`` cast to its floating result dtype, see `float_dtype`."""
+def as_float(x, name, *, xp):
+    """``x`` cast to its floating result dtype (integers to float, complex refused)."""
     dtype = float_dtype(x, name, xp=xp)
     return _xp.astype(x, dtype, xp=xp)
 
@@ -68,6 +69,22 @@ def check_finite(x, name, *, xp):
         raise ValueError(msg)
 
 
+def nan_where_nonfinite(fn, X, *, xp):
+    """``fn(X)`` per matrix, with NaN for every matrix of ``X`` that holds inf or NaN.
+
+    The one rule for non-finite input to the decompositions and loops (SVD, eigh, the
+    ``tol=`` iteration): such a matrix is replaced by zeros before ``fn`` (which the
+    libraries' kernels take without error or a wasted iteration) and its result by NaN,
+    so it neither crashes (torch's ``_LinAlgError``) nor stalls a stack nor hides among
+    finite results. No host sync. ``fn`` maps ``(..., m, n)`` to ``(..., *rest)``.
+    """
+    bad = ~xp.all(xp.isfinite(X), axis=(-2, -1))
+    out = fn(xp.where(bad[..., None, None], xp.zeros_like(X), X))
+    flags = xp.reshape(bad, (*bad.shape, *(1,) * (out.ndim - bad.ndim)))
+    return xp.where(flags, xp.asarray(float("nan"), dtype=out.dtype, device=_xp.device(out)),
+                    out)
+
+
 def is_empty(x):
     """Whether ``x`` has no elements (an axis of length 0)."""
     return any(int(d) == 0 for d in x.shape)
@@ -79,6 +96,30 @@ def as_real(value, what, name):
         msg = f"{name} needs a real number for {what}; got {type(value).__name__} {value!r}"
         raise TypeError(msg)
     return float(value)
+
+
+def as_bound(value, what, name, *, low=0.0, strict=False):
+    """``value`` as a finite Python float ``>= low`` (``> low`` if ``strict``).
+
+    TypeError for a non-number, ValueError (naming ``what`` and the value) otherwise.
+    """
+    x = as_real(value, what, name)
+    if not (math.isfinite(x) and (x > low if strict else x >= low)):
+        msg = f"{name}: {what} must be a finite number {'>' if strict else '>='} {low:g}; " \
+              f"got {what}={value!r}"
+        raise ValueError(msg)
+    return x
+
+
+def as_count(value, what, name, *, minimum=1):
+    """``value`` as a Python int ``>= minimum``: TypeError for non-integers (2.5, True)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        msg = f"{name}: {what} must be an integer; got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"{name}: {what} must be an integer >= {minimum}; got {what}={value!r}"
+        raise ValueError(msg)
+    return int(value)
 
 
 def renamed_keywords(*, since: str, until: str, **renames: str) -> Callable[[F], F]:

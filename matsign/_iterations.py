@@ -10,14 +10,30 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
+
 from . import _xp
 from .polynomials import Schedule, band
 
-__all__ = ["ConvergenceError", "gram_space", "standard", "until_orthogonal"]
+__all__ = ["ConvergenceError", "LinAlgError", "gram_space", "standard", "until_orthogonal"]
 
 
-class ConvergenceError(ArithmeticError):
-    """An iteration did not reach the requested accuracy within its step limit."""
+class LinAlgError(np.linalg.LinAlgError):
+    """A matrix the routine cannot take: singular or indefinite where it must not be.
+
+    A `numpy.linalg.LinAlgError` (so a ``ValueError``), as scipy.linalg users catch it.
+    """
+
+
+class ConvergenceError(LinAlgError, ArithmeticError):
+    """An iteration did not reach the requested accuracy within its step limit.
+
+    A `LinAlgError` (and so a `numpy.linalg.LinAlgError` and a ``ValueError``), and an
+    ``ArithmeticError`` as in earlier releases.
+    """
+
+
+LinAlgError.__module__ = ConvergenceError.__module__ = "matsign"  # their public home
 
 
 def gram_polynomial(A, coefficients, *, xp, constant=True, symmetric=True):

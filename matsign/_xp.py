@@ -43,6 +43,7 @@ __all__ = [
     "reads_free",
     "result_dtype",
     "safe_divisor",
+    "scaled_by_largest",
     "static",
     "svd",
     "symmetric_matmul",
@@ -62,17 +63,32 @@ def namespace(*arrays, xp=None):
     TypeError
         If the arrays come from different libraries, or an argument is not an array.
     """
-    if xp is not None:
+    if xp is not None and not arrays:
         return xp
     try:
-        xp = array_api_compat.array_namespace(*arrays)
+        found = array_api_compat.array_namespace(*arrays)
     except TypeError as exc:
         kinds = sorted({type(a).__module__ + "." + type(a).__name__ for a in arrays})
         msg = f"matsign needs arrays of a single array library; got {', '.join(kinds)}"
         raise TypeError(msg) from exc
+    if xp is not None:
+        if _library(xp) != _library(found):
+            msg = (f"matsign needs arrays of a single array library; got xp={xp.__name__} "
+                   f"for {_library(found)} arrays")
+            raise TypeError(msg)
+        return xp
+    xp = found
     if _UNREGISTERED and array_api_compat.is_jax_namespace(xp):
         _register_static()
     return xp
+
+
+def _library(xp):
+    """The array library a namespace belongs to (its compat wrapper and itself alike)."""
+    for kind in ("numpy", "torch", "jax", "cupy", "array_api_strict", "dask", "ndonnx"):
+        if getattr(array_api_compat, f"is_{kind}_namespace")(xp):
+            return kind
+    return getattr(xp, "__name__", repr(xp))
 
 
 _UNREGISTERED: list[type] = []
@@ -206,6 +222,16 @@ def frobenius_norm(x, *, xp):
     scale = xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
     y = x / safe_divisor(scale, xp=xp)
     return scale * xp.sqrt(xp.sum(y * y, axis=(-2, -1), keepdims=True))
+
+
+def scaled_by_largest(x, *, xp):
+    """``(x / s, s)`` with ``s`` the largest absolute entry of each matrix (..., 1, 1).
+
+    Entries of ``x / s`` lie in [-1, 1], so norms and products of it neither overflow
+    nor lose subnormal inputs; a zero matrix keeps ``s = 0`` and ``x / s = 0``.
+    """
+    s = xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
+    return x / safe_divisor(s, xp=xp), s
 
 
 def is_traced(x) -> bool:

@@ -326,6 +326,9 @@ def _measure(G, norm, orientation, kernel_ndim, xp, *, dual):
     G = _validated(G, norm, orientation, kernel_ndim, "dual_norm" if dual else "norm", xp)
     work = _xp.decomposition_dtype(G.dtype, xp)
     G = _xp.astype(G, work, xp=xp)
+    if _checks.is_empty(G):  # every norm of an empty matrix (or kernel) is 0
+        core = 2 + (kernel_ndim if norm == "conv" else 0)
+        return xp.zeros(G.shape[:-core], dtype=work, device=_xp.device(G))
     if norm in ("spectral", "rms_to_rms"):
         return _operator_measure(G, norm, orientation, xp, dual=dual)
     if norm == "frobenius":
@@ -341,10 +344,11 @@ def _measure(G, norm, orientation, kernel_ndim, xp, *, dual):
 
 def _operator_measure(G, norm, orientation, xp, *, dual):
     """Nuclear (dual) or spectral norm from exact singular values, RMS-scaled if asked."""
-    if min(G.shape[-2:]) == 0:
-        return xp.zeros(G.shape[:-2], dtype=G.dtype, device=_xp.device(G))
-    S = xp.linalg.svdvals(G)
-    value = xp.sum(S, axis=-1) if dual else xp.max(S, axis=-1)
+    def measure(X):
+        S = xp.linalg.svdvals(X)
+        return xp.sum(S, axis=-1) if dual else xp.max(S, axis=-1)
+
+    value = _checks.nan_where_nonfinite(measure, G, xp=xp)
     if norm == "spectral":
         return value
     scale = rms_to_rms_scale(G.shape, orientation=orientation)
@@ -414,8 +418,13 @@ def spectral_norm(
     """
     xp = _xp.namespace(G, xp=xp)
     G = _checks.as_float_matrix(G, "spectral_norm", xp=xp)
+    if tol is not None:
+        _checks.as_bound(tol, "tol", "spectral_norm", strict=True)
+    max_steps = _checks.as_count(max_steps, "max_steps", "spectral_norm")
     work = _xp.decomposition_dtype(G.dtype, xp)
     G = _xp.astype(G, work, xp=xp)
+    if _checks.is_empty(G):
+        return xp.zeros(G.shape[:-2], dtype=work, device=_xp.device(G))
     if G.shape[-2] < G.shape[-1]:
         G = xp.matrix_transpose(G)
     scale = _xp.frobenius_norm(G, xp=xp)

@@ -13,6 +13,7 @@ factors), and modes above ``max_precond_dim`` left unpreconditioned (one-sided).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -113,7 +114,9 @@ def kron_layout(
     Raises
     ------
     ValueError
-        For a size limit below 1.
+        For a size limit below 1 or a negative size.
+    TypeError
+        For a size or limit that is not an integer.
 
     Notes
     -----
@@ -130,14 +133,14 @@ def kron_layout(
     (576,)
     """  # noqa: E501
     for name, limit in (("max_dim", max_dim), ("max_precond_dim", max_precond_dim)):
-        if limit is not None and limit < 1:
-            msg = f"kron_layout: {name} must be at least 1; got {limit}"
-            raise ValueError(msg)
-    shape = tuple(int(d) for d in shape)
+        if limit is not None:
+            _checks.as_count(limit, name, "kron_layout")
+    shape = tuple(_checks.as_count(d, "each entry of shape", "kron_layout", minimum=0)
+                  for d in shape)
     merge_limit = max_dim if max_dim is not None else max_precond_dim
     modes = _merged(shape or (1,), merge_limit if merge_small else None)
     block = tuple(d if max_dim is None else min(d, max_dim) for d in modes)
-    grid = tuple(-(-d // b) for d, b in zip(modes, block, strict=True))
+    grid = tuple(-(-d // b) if b else 0 for d, b in zip(modes, block, strict=True))
     kept = tuple(max_precond_dim is None or d <= max_precond_dim for d in modes)
     return KronLayout(shape, modes, block, grid, kept)
 
@@ -179,6 +182,7 @@ def to_blocks(G: Array, layout: KronLayout, /, *, xp: Namespace | None = None) -
     (1, 3, 2, 2)
     """
     xp = _xp.namespace(G, xp=xp)
+    _check_shape(G, layout, "to_blocks")
     X = xp.reshape(G, layout.modes)
     for axis, (d, b, g) in enumerate(zip(layout.modes, layout.block, layout.grid, strict=True)):
         if g * b > d:
@@ -217,6 +221,10 @@ def from_blocks(B: Array, layout: KronLayout, /, *, xp: Namespace | None = None)
     """
     xp = _xp.namespace(B, xp=xp)
     k = len(layout.modes)
+    blocked = (*layout.grid, *layout.block)
+    if tuple(B.shape) != blocked:
+        msg = f"from_blocks: expected blocks of shape {blocked}; got {tuple(B.shape)}"
+        raise ValueError(msg)
     X = xp.permute_dims(B, tuple(i for j in range(k) for i in (j, k + j)))
     X = xp.reshape(X, tuple(g * b for g, b in zip(layout.grid, layout.block, strict=True)))
     X = X[tuple(slice(0, d) for d in layout.modes)]
@@ -234,7 +242,8 @@ def _unfold(B, mode, k, xp):
     """Mode-``mode`` unfolding of every block, transposed: (*grid, rest, block_mode)."""
     order, _ = _mode_last(mode, k)
     X = xp.permute_dims(B, order)
-    return xp.reshape(X, (*X.shape[:k], -1, X.shape[-1]))
+    rest = math.prod(X.shape[k:-1])  # not -1: ambiguous for zero-size blocks
+    return xp.reshape(X, (*X.shape[:k], rest, X.shape[-1]))
 
 
 def _mode_product(B, M, mode, k, xp):
@@ -337,7 +346,7 @@ def update_factors(
     array([[5., 2.],
            [2., 1.]])
     """
-    xp = _xp.namespace(G, xp=xp)
+    xp = _xp.namespace(G, *_present(state.factors), xp=xp)
     _checks.float_dtype(G, "update_factors", xp=xp)  # complex would lose its imaginary part
     _check_shape(G, state.layout, "update_factors")
     if beta is not None and not 0.0 <= beta < 1.0:
@@ -359,6 +368,11 @@ def _accumulate(F, gram, beta):
 def _as_factor_dtype(G, state, xp):
     dtype = next((F.dtype for F in state.factors if F is not None), None)
     return G if dtype is None or G.dtype == dtype else xp.astype(G, dtype)
+
+
+def _present(arrays):
+    """The arrays of a state's per-mode tuple (None for a mode without a factor)."""
+    return [a for a in arrays if a is not None]
 
 
 def _check_shape(G, layout, name):
@@ -479,9 +493,10 @@ def precondition(
     array([[ 1.,  0.],
            [ 0., -1.]])
     """
-    xp = _xp.namespace(G, xp=xp)
+    xp = _xp.namespace(G, *_present(preconditioners.matrices), xp=xp)
     layout = preconditioners.layout
     _check_shape(G, layout, "precondition")
+    G = _checks.as_float(G, "precondition", xp=xp)
     B = _apply_modes(G, preconditioners.matrices, layout, xp, transpose=False)
     return from_blocks(B, layout, xp=xp)
 
@@ -531,8 +546,11 @@ def _sorted_eigh(F, xp):
     xp = _xp.namespace(F, xp=xp)
     work = _xp.decomposition_dtype(F.dtype, xp)
     X = _xp.astype(F, work, xp=xp)
-    _, Q = xp.linalg.eigh((X + xp.matrix_transpose(X)) / 2)
-    Q = xp.flip(Q, axis=-1)  # eigh sorts ascending
+
+    def basis(Y):
+        return xp.linalg.eigh((Y + xp.matrix_transpose(Y)) / 2)[1]
+
+    Q = xp.flip(_checks.nan_where_nonfinite(basis, X, xp=xp), axis=-1)  # eigh sorts ascending
     return _xp.astype(Q, F.dtype, xp=xp)
 
 
@@ -621,8 +639,9 @@ def project(G: Array, bases: Eigenbases, /, *, xp: Namespace | None = None) -> A
     >>> bool(np.allclose(unproject(project(G, bases), bases), G))
     True
     """
-    xp = _xp.namespace(G, xp=xp)
+    xp = _xp.namespace(G, *_present(bases.bases), xp=xp)
     _check_shape(G, bases.layout, "project")
+    G = _checks.as_float(G, "project", xp=xp)
     return _apply_modes(G, bases.bases, bases.layout, xp, transpose=True)
 
 
@@ -650,9 +669,10 @@ def unproject(P: Array, bases: Eigenbases, /, *, xp: Namespace | None = None) ->
     >>> unproject(np.zeros((1, 1, 2, 3)), bases).shape
     (2, 3)
     """
-    xp = _xp.namespace(P, xp=xp)
+    xp = _xp.namespace(P, *_present(bases.bases), xp=xp)
     layout = bases.layout
     k = len(layout.modes)
+    P = _checks.as_float(P, "unproject", xp=xp)
     for i, Q in enumerate(bases.bases):
         if Q is not None:
             P = _mode_product(P, _xp.astype(Q, P.dtype, xp=xp), i, k, xp)

@@ -99,6 +99,9 @@ def msign(
     """
     xp = _xp.namespace(G, xp=xp)
     G = _checks.as_float_matrix(G, "msign", xp=xp)
+    check_options(steps=steps, tol=tol, max_steps=max_steps, name="msign")
+    if rank_rtol is not None:
+        _checks.as_bound(rank_rtol, "rank_rtol", "msign")
     if check_finite:
         _checks.check_finite(G, "msign", xp=xp)
     method = _choose_method(method, G, (schedule, steps, tol), dtype, xp)
@@ -111,13 +114,16 @@ def msign(
                          dtype=dtype, xp=xp)
 
 
-def polar(G: Array, /, **options) -> tuple[Array, Array]:
+def polar(G: Array, /, *, side: str = "right", **options) -> tuple[Array, Array]:
     """Polar decomposition ``G = Q H`` with ``Q = msign(G)`` and ``H`` symmetric PSD.
 
     Parameters
     ----------
     G : array of shape (..., m, n)
         Real input.
+    side : {"right", "left"}, default "right"
+        ``G = Q H`` with ``H`` n x n (``"right"``), or ``G = H Q`` with ``H = (G
+        G^T)^(1/2)`` m x m (``"left"``), as ``scipy.linalg.polar``. ``Q`` is the same.
     **options
         Passed to `msign` (``method``, ``schedule``, ``steps``, ``rank_rtol``,
         ``dtype``, ``check_finite``, ``xp``).
@@ -126,9 +132,10 @@ def polar(G: Array, /, **options) -> tuple[Array, Array]:
     -------
     Q : array of shape (..., m, n)
         The orthogonal polar factor ``msign(G)``.
-    H : array of shape (..., n, n)
-        ``(Q^T G + G^T Q) / 2``: symmetric, and positive semi-definite when ``Q`` is
-        exact (``method="svd"``). Same namespace, dtype and device as ``Q``.
+    H : array of shape (..., n, n), or (..., m, m) for ``side="left"``
+        ``(Q^T G + G^T Q) / 2`` (``(G Q^T + Q G^T) / 2`` on the left): symmetric, and
+        positive semi-definite when ``Q`` is exact (``method="svd"``). Same namespace,
+        dtype and device as ``Q``.
 
     Raises
     ------
@@ -150,11 +157,15 @@ def polar(G: Array, /, **options) -> tuple[Array, Array]:
     >>> bool(np.allclose(Q @ H, G)), bool(np.allclose(H, H.T))
     (True, True)
     """
+    if side not in ("right", "left"):
+        msg = f"polar: side must be 'right' or 'left'; got {side!r}"
+        raise ValueError(msg)
     xp = _xp.namespace(G, xp=options.pop("xp", None))
     G = _checks.as_float_matrix(G, "polar", xp=xp)
     Q = msign(G, xp=xp, **options)  # in G's dtype
-    QtG = xp.matrix_transpose(Q) @ G
-    return Q, (QtG + xp.matrix_transpose(QtG)) / 2
+    product = G @ xp.matrix_transpose(Q) if side == "left" else xp.matrix_transpose(Q) @ G
+    half = product / 2  # halves first: no overflow where H is representable
+    return Q, half + xp.matrix_transpose(half)
 
 
 def newton_schulz(
@@ -248,7 +259,7 @@ def newton_schulz(
     xp = _xp.namespace(G, xp=xp)
     G = _checks.as_float_matrix(G, "newton_schulz", xp=xp)
     schedule = _as_schedule(schedule)
-    check_options(steps=steps, tol=tol, match=match)
+    check_options(steps=steps, tol=tol, match=match, max_steps=max_steps)
     polynomials = schedule.polynomials(steps) if tol is None else _with_convergent_tail(schedule)
     if _checks.is_empty(G):
         return xp.zeros(G.shape, dtype=G.dtype, device=_xp.device(G))
@@ -278,16 +289,23 @@ def _as_schedule(schedule):
 
 def check_options(
     *, steps: int | None = None, tol: float | None = None, match: str | None = None,
+    max_steps: int = 60, name: str = "newton_schulz",
 ) -> None:
-    """`newton_schulz`'s own checks of ``steps``, ``tol`` and ``match``, for callers that
-    take them at construction (`matsign.optim.orthogonalize`): ``tol`` excludes ``steps``
-    and ``match``; ``match`` names a known reference.
+    """`newton_schulz`'s own checks of ``steps``, ``tol``, ``max_steps`` and ``match``, for
+    callers that take them at construction (`matsign.optim.orthogonalize`): ``steps`` and
+    ``max_steps`` are integers >= 1, ``tol`` a finite number > 0; ``tol`` excludes
+    ``steps`` and ``match``; ``match`` names a known reference.
 
     Raises
     ------
-    ValueError
+    ValueError, TypeError
         As `newton_schulz`.
     """
+    if steps is not None:
+        _checks.as_count(steps, "steps", name)
+    if tol is not None:
+        _checks.as_bound(tol, "tol", name, strict=True)
+    _checks.as_count(max_steps, "max_steps", name)
     if tol is not None and steps is not None:
         msg = f"give steps or tol, not both; got steps={steps}, tol={tol}"
         raise ValueError(msg)
@@ -300,11 +318,19 @@ def check_options(
 
 
 def _normalized(X, *, schedule, normalize, eps, xp):
-    """``X / max(normalizer ||X||_F, eps)`` (overflow-safe norm), row-major for the loop."""
+    """``X / max(normalizer ||X||_F, eps)``, row-major for the loop.
+
+    Computed as ``Y / max(normalizer ||Y||_F, eps / s)`` with ``Y = X / s`` and ``s``
+    the largest entry of each matrix: no overflow where ``||X||_F`` itself overflows
+    (entries near the dtype's maximum) and no underflow to NaN for subnormal matrices.
+    """
     if normalize:
-        norm = _xp.frobenius_norm(X, xp=xp) * schedule.normalizer
-        norm = _xp.safe_divisor(norm, xp=xp) if eps is None else xp.clip(norm, min=eps)
-        X = X / norm
+        Y, s = _xp.scaled_by_largest(X, xp=xp)
+        norm = _xp.frobenius_norm(Y, xp=xp) * schedule.normalizer
+        if eps is None:
+            X = Y / _xp.safe_divisor(norm, xp=xp)
+        else:
+            X = Y / xp.maximum(norm, eps / s)  # s = 0 (a zero matrix): eps / 0 = inf
     return _xp.as_contiguous(X, xp=xp)  # a transposed view costs ~30 % in the loop
 
 
@@ -321,9 +347,10 @@ def _iterations_auto(X, prepare, polynomials, *, tol, max_steps, gram, xp):
     its element-wise passes then stay in cache too)."""
     if tol is not None:
         _xp.raise_if_traced(X, "Newton–Schulz with tol=")
-        X = prepare(X)
         _check_tol(tol, X.dtype, xp)
-        return _iterations.until_orthogonal(X, polynomials, tol=tol, max_steps=max_steps, xp=xp)
+        return _checks.nan_where_nonfinite(
+            lambda Y: _iterations.until_orthogonal(prepare(Y), polynomials, tol=tol,
+                                                   max_steps=max_steps, xp=xp), X, xp=xp)
     use_gram = gram or (gram is None and _gram_pays(X, xp))
     loop = _iterations.gram_space if use_gram else _iterations.standard
     return _xp.each_matrix(lambda Y: loop(prepare(Y), polynomials, xp=xp), X, xp=xp)
@@ -352,16 +379,16 @@ def _with_convergent_tail(schedule):
 
 def _msign_svd(G, *, rank_rtol, dtype, xp):
     """Exact ``U_r V_r^T``; a matrix holding inf or NaN maps to all NaN."""
-    work = _xp.decomposition_dtype(G.dtype if dtype is None else dtype, xp)
-    X = _xp.astype(G, work, xp=xp)
-    bad = ~xp.all(xp.isfinite(X), axis=(-2, -1), keepdims=True)
-    X = xp.where(bad, 0.0, X)
-    U, S, Vh = _xp.svd(X, xp=xp)
+    work = _xp.decomposition_dtype(_xp.compute_dtype(dtype, G.dtype, xp), xp)
     if rank_rtol is None:
         rank_rtol = xp.finfo(work).eps * max(G.shape[-2:])
-    keep = S > rank_rtol * S[..., :1]
-    Q = (U * xp.astype(keep, work)[..., None, :]) @ Vh
-    Q = xp.where(bad, float("nan"), Q)
+
+    def factor(X):
+        U, S, Vh = _xp.svd(_xp.scaled_by_largest(X, xp=xp)[0], xp=xp)  # U V^T of X / s
+        keep = S > rank_rtol * S[..., :1]
+        return (U * xp.astype(keep, work)[..., None, :]) @ Vh
+
+    Q = _checks.nan_where_nonfinite(factor, _xp.astype(G, work, xp=xp), xp=xp)
     return _xp.astype(Q, G.dtype, xp=xp)
 
 
@@ -397,8 +424,10 @@ def orthogonality_error(Q: Array, /, *, xp: Namespace | None = None) -> Array:
     work = _xp.decomposition_dtype(Q.dtype, xp)
     if _checks.is_empty(Q):
         return xp.zeros(Q.shape[:-2], dtype=work, device=_xp.device(Q))
-    S = xp.linalg.svdvals(xp.astype(Q, work))
-    return xp.max(xp.abs(S - 1.0), axis=-1)
+    def error(X):
+        return xp.max(xp.abs(xp.linalg.svdvals(X) - 1.0), axis=-1)
+
+    return _checks.nan_where_nonfinite(error, xp.astype(Q, work), xp=xp)
 
 
 def _choose_method(method, G, iteration_options, dtype, xp):

@@ -57,6 +57,7 @@ References
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -103,6 +104,10 @@ class Schedule:
             raise ValueError(msg)
         if not self.coefficients or any(len(c) == 0 for c in self.coefficients):
             msg = f"schedule {self.name!r} needs at least one non-empty polynomial"
+            raise ValueError(msg)
+        if not (math.isfinite(self.normalizer) and self.normalizer > 0):
+            msg = f"schedule {self.name!r}: normalizer must be a finite number > 0; got " \
+                  f"{self.normalizer!r}"
             raise ValueError(msg)
 
     @property

@@ -14,7 +14,7 @@ import numbers
 from typing import NamedTuple
 
 from . import _checks, _xp
-from ._iterations import ConvergenceError
+from ._iterations import ConvergenceError, LinAlgError
 from ._typing import Array, DType, Namespace
 
 __all__ = ["inverse_root", "matrix_root", "psd_power"]
@@ -97,12 +97,13 @@ def inverse_root(
 
     Raises
     ------
+    LinAlgError
+        If ``A`` is clearly indefinite (an eigenvalue below minus the rounding level,
+        unless ``clip_negative``) or singular to working precision with no ``eps`` or
+        ``rank_rtol``: a `numpy.linalg.LinAlgError`, so also a ``ValueError``.
     ValueError
-        If ``A`` is not a stack of square matrices, holds inf or NaN, is clearly
-        indefinite (an eigenvalue below minus the rounding level, unless
-        ``clip_negative``), or is singular to working precision with no ``eps`` or
-        ``rank_rtol``; if ``p <= 0``, or an option is out of range or does not apply
-        to ``method``.
+        If ``A`` is not a stack of square matrices or holds inf or NaN; if ``p <= 0``,
+        or an option is out of range or does not apply to ``method``.
     TypeError
         For complex input, arrays of mixed libraries, or a ``p`` that is not a number.
     ConvergenceError
@@ -261,6 +262,9 @@ def psd_power(
     xp = _xp.namespace(A, xp=xp)
     reg = _regularisation(eps, eps_mode, rank_rtol, clip_negative)
     alpha = _checks.as_real(alpha, "alpha", "psd_power")
+    if not math.isfinite(alpha):
+        msg = f"psd_power needs a finite exponent; got alpha={alpha!r}"
+        raise ValueError(msg)
     A = _checks.as_square_stack(A, "psd_power", xp=xp)
     if _checks.is_empty(A):
         return xp.zeros(A.shape, dtype=A.dtype, device=_xp.device(A))
@@ -284,9 +288,11 @@ def _root(A, p, *, inverse, name, method, reg, tol, max_steps, check_every, dtyp
         p = _newton_options(p, reg, name)
         tol, max_steps, check_every = _iteration_options(tol, max_steps, check_every, A, dtype,
                                                         name, xp=xp)
-    elif tol is not None or max_steps is not None:
-        msg = f"{name}: tol and max_steps apply to method='newton', not {method!r}"
-        raise ValueError(msg)
+    else:
+        if tol is not None or max_steps is not None:
+            msg = f"{name}: tol and max_steps apply to method='newton', not {method!r}"
+            raise ValueError(msg)
+        _checks.as_count(check_every, "check_every", name)
     if _checks.is_empty(A):
         return xp.zeros(A.shape, dtype=A.dtype, device=_xp.device(A))
     if method == "eigh":
@@ -381,8 +387,23 @@ def _power_eigh(A, alpha, reg, *, name, dtype, xp):
     w, U = _eigh(_symmetrise(_cast(A, work, xp=xp), xp=xp), name, xp=xp)
     level = _rounding_level(A.shape[-1], A.dtype, work, xp)
     g = _spectral_power(w, alpha / 2, reg, level, name=name, xp=xp)
+    _raise_if_overflows(g, alpha, name, work, xp=xp)
     W = U * g[..., None, :]
     return _cast(W @ xp.matrix_transpose(W), A.dtype, xp=xp)
+
+
+def _raise_if_overflows(g, alpha, name, work, *, xp):
+    """LinAlgError if ``lambda^alpha`` overflows ``work`` (a host synchronisation).
+
+    Its products with the eigenvectors would spread inf and NaN over every entry.
+    Skipped while tracing: the result then holds inf or NaN."""
+    if _xp.is_traced(g):
+        return
+    if not bool(xp.all(xp.isfinite(g * g))):
+        msg = (f"{name}: A^{alpha:g} overflows {work} (an eigenvalue's power exceeds the "
+               f"largest representable number); add a ridge (eps) or compute in a wider "
+               f"dtype (dtype=)")
+        raise LinAlgError(msg)
 
 
 def _eigh(S, name, *, xp):
@@ -437,10 +458,11 @@ def _raise_if_indefinite(w, scale, level, name, *, xp):
         return
     ratio = xp.min(w / xp.where(scale > 0, scale, 1.0))
     if float(ratio) < -level:
-        msg = (f"{name} needs positive semi-definite matrices; found an eigenvalue of "
-               f"{float(ratio):.3g} * ||A||_2, below the rounding level -{level:.2g} * ||A||_2. "
-               "Pass clip_negative=True to treat negative eigenvalues as zero")
-        raise ValueError(msg)
+        msg = (f"{name} needs positive semi-definite matrices; A is indefinite, with an "
+               f"eigenvalue of {float(ratio):.3g} * ||A||_2, below the rounding level "
+               f"-{level:.2g} * ||A||_2. Pass clip_negative=True to treat negative "
+               "eigenvalues as zero")
+        raise LinAlgError(msg)
 
 
 def _raise_if_singular(shifted, smallest, scale, level, name, *, xp):
@@ -454,7 +476,7 @@ def _raise_if_singular(shifted, smallest, scale, level, name, *, xp):
         msg = (f"{name}: A is singular to working precision (smallest eigenvalue {ratio:.2g} "
                f"* ||A||_2, at or below the rounding level {level:.2g} * ||A||_2); regularise "
                "with eps > 0 (a ridge) or rank_rtol (a pseudo-inverse)")
-        raise ValueError(msg)
+        raise LinAlgError(msg)
 
 
 # --- method "newton" ---------------------------------------------------------------------------

@@ -16,9 +16,14 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-# CI runs a fixed set of hypothesis examples (HYPOTHESIS_PROFILE=ci in .ci/run), so a
-# landing never depends on which examples were drawn; local runs keep exploring.
-settings.register_profile("ci", derandomize=True, print_blob=True)
+# The profile sets how many examples every property draws (no test pins it):
+# "default" explores 40 per property locally; CI runs a fixed set of 40
+# (HYPOTHESIS_PROFILE=ci in .ci/run), so a landing never depends on which examples were
+# drawn; "slow" draws 10,000 per property (HYPOTHESIS_PROFILE=slow python -m pytest
+# tests/test_properties.py tests/test_roots.py tests/test_polynomials.py).
+settings.register_profile("default", max_examples=40)
+settings.register_profile("ci", max_examples=40, derandomize=True, print_blob=True)
+settings.register_profile("slow", max_examples=10_000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ALL_BACKENDS = (

@@ -30,9 +30,9 @@ def _layer(seed=0):
     return x, w_q, w_k
 
 
-def max_logits(x, w_q, w_k, heads=HEADS, kv_heads=HEADS, layout="fan_out_fan_in"):
+def max_logits(x, w_q, w_k, heads=HEADS, kv_heads=HEADS, orientation="out_in"):
     """max over batch and (i, j) of q_i . k_j / sqrt(head_dim), per query head."""
-    if layout == "fan_in_fan_out":
+    if orientation == "in_out":
         w_q, w_k = w_q.T, w_k.T
     q = (x @ w_q.T).reshape(*x.shape[:2], heads, -1)
     k = (x @ w_k.T).reshape(*x.shape[:2], kv_heads, -1)
@@ -75,9 +75,9 @@ def test_flax_layout_and_grouped_query_attention(backend):
     tau = float(np.median(before))
     q, k = optim.qk_clip(_as(backend, w_q.T), _as(backend, w_k.T), _as(backend, before),
                          threshold=tau, num_heads=HEADS, num_kv_heads=2,
-                         layout="fan_in_fan_out")
+                         orientation="in_out")
     np.testing.assert_array_equal(to_numpy(k), to_numpy(_as(backend, w_k.T)))
-    after = max_logits(x, to_numpy(q), to_numpy(k), kv_heads=2, layout="fan_in_fan_out")
+    after = max_logits(x, to_numpy(q), to_numpy(k), kv_heads=2, orientation="in_out")
     rtol = 1e-12 if "float64" in backend.dtypes else 1e-5
     np.testing.assert_allclose(after, np.minimum(before, tau), rtol=rtol)
 
@@ -123,8 +123,8 @@ def test_bad_arguments_are_clear_errors():
         optim.qk_clip(w, w, np.ones(3), threshold=1.0, num_heads=3)
     with pytest.raises(ValueError, match="evenly"):
         optim.qk_clip(w, w, logits, threshold=1.0, num_heads=2, num_kv_heads=3)
-    with pytest.raises(ValueError, match="layout"):
-        optim.qk_clip(w, w, logits, threshold=1.0, num_heads=2, layout="in_out")
+    with pytest.raises(ValueError, match="orientation"):
+        optim.qk_clip(w, w, logits, threshold=1.0, num_heads=2, orientation="fan_in")
 
 
 def test_inputs_are_not_modified_and_jit_traces():

@@ -236,7 +236,7 @@ def test_project_unproject_round_trip_with_padding(backend, dtype):
         (lambda s: update_factors(np.ones((2, 3)), s, beta=1.0), "beta must be"),
         (lambda s: preconditioners(s, exponents=(-0.25,)), "exponents must be"),
         (lambda s: preconditioners(s, exponents=(0.25, -0.25)), "exponents must be"),
-        (lambda s: kron_layout((2, 3), max_dim=0), "at least 1"),
+        (lambda s: kron_layout((2, 3), max_dim=0), "max_dim must be an integer >= 1"),
     ],
 )
 def test_bad_input_raises(call, match):

@@ -232,18 +232,18 @@ def test_muon_update_scales(x64, update_scale, factor, shape):
     assert relative_error(params["x"], want) < 1e-9
 
 
-@pytest.mark.parametrize(("layout", "shape", "dims"), [
+@pytest.mark.parametrize(("orientation", "shape", "dims"), [
     # a flax conv kernel (kh, kw, in, out) is the matrix (kh kw in, out)
-    ("fan_in_fan_out", (3, 3, 4, 8), MuonDimensionNumbers((0, 1, 2), 3)),
+    ("in_out", (3, 3, 4, 8), MuonDimensionNumbers((0, 1, 2), 3)),
     # torch: a Linear weight is (out, in), a conv kernel (out, in, kh, kw)
-    ("fan_out_fan_in", (24, 8), MuonDimensionNumbers(1, 0)),
-    ("fan_out_fan_in", (8, 24), MuonDimensionNumbers(1, 0)),
-    ("fan_out_fan_in", (8, 4, 3, 3), MuonDimensionNumbers((1, 2, 3), 0)),
+    ("out_in", (24, 8), MuonDimensionNumbers(1, 0)),
+    ("out_in", (8, 24), MuonDimensionNumbers(1, 0)),
+    ("out_in", (8, 4, 3, 3), MuonDimensionNumbers((1, 2, 3), 0)),
 ])
-def test_muon_layout_and_flattening_match_optax_dimension_numbers(x64, layout, shape, dims):
+def test_muon_layout_and_flattening_match_optax_dimension_numbers(x64, orientation, shape, dims):
     grads = random_tree([shape] * 5, seed=2)
     W = random_tree(shape, seed=3)
-    ours = mo.muon(0.02, bias_correction=True, weight_decay=0.1, layout=layout)
+    ours = mo.muon(0.02, bias_correction=True, weight_decay=0.1, orientation=orientation)
     theirs = OptaxLeaf(optax_muon(0.02, weight_decay=0.1, dims=dims))
     params, want = {"x": jnp.asarray(W)}, W
     state = ours.init(params)

@@ -384,7 +384,7 @@ def test_route_keeps_the_structure_and_names_nested_paths():
 
 
 def test_nested_trees_equal_per_parameter_application(backend):
-    """multi over nested dicts/lists/tuples, flax layout: each leaf as if alone.
+    """multi over nested dicts/lists/tuples, flax orientation: each leaf as if alone.
 
     Oracle: the same stepper on each leaf by itself, seen as a torch-layout matrix
     (the transpose of the (fan_in, fan_out) weight; a conv (kh, kw, in, out) kernel as
@@ -396,7 +396,7 @@ def test_nested_trees_equal_per_parameter_application(backend):
     grads_host = optim._tree.rebuild(host, lambda key, p: rng.standard_normal(p.shape))
     on = lambda tree: optim._tree.rebuild(tree, lambda key, a: _as(backend, a))  # noqa: E731
     params, grads = on(host), on(grads_host)
-    step = optim.multi(_steppers(), optim.route(params, head=None), layout="fan_in_fan_out")
+    step = optim.multi(_steppers(), optim.route(params, head=None), orientation="in_out")
     state = step.init(params)
     assert next(keys for _, keys in state.groups) == ("block.attn", "block.mlp")
     updates, _ = step.update(grads, state, params)
@@ -434,8 +434,8 @@ def test_colliding_names_and_missing_labels_are_clear_errors():
     step = optim.multi({"adamw": optim.adamw()}, {"w": "adamw"})
     with pytest.raises(KeyError, match="labels have no entry for the parameter 'v'"):
         step.init({"w": np.ones(2), "v": np.ones(2)})
-    with pytest.raises(ValueError, match="layout"):
-        optim.multi(optim.adamw(), layout="in_out")
+    with pytest.raises(ValueError, match="orientation"):
+        optim.multi(optim.adamw(), orientation="fan_in")
 
 
 def test_weight_decay_without_params_is_a_clear_error():

@@ -162,7 +162,7 @@ def test_cubic_closed_form_matches_remez(interval):
     assert max_abs_diff(closed, exchanged) < 1e-12
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)
 @given(lower=st.floats(1e-6, 0.95), width=st.floats(1e-3, 2.0), degree=st.sampled_from([3, 5, 7]))
 def test_minimax_equioscillates(lower, width, degree):
     """Chebyshev's alternation: |1 - p| <= E everywhere, = E at q + 2 alternating points."""
@@ -224,7 +224,7 @@ def test_minimax_rejects_bad_input(args, match):
 # --- design ------------------------------------------------------------------------------------
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(lower=st.floats(1e-6, 0.9), steps=st.integers(1, 6), degree=st.sampled_from([3, 5, 7]))
 def test_design_band_is_the_greedy_interval(lower, steps, degree):
     """Amsel et al., Thm 4.1: each image is [p_t(l_t), 2 - p_t(l_t)], hence so is the band."""

@@ -40,19 +40,19 @@ def haar(n, rng):
 ATOL = 1e-9
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)
 @given(G=matrices(), scale=st.floats(1e-30, 1e30), options=METHODS)
 def test_scale_invariance(G, scale, options):
     np.testing.assert_allclose(msign(scale * G, **options), msign(G, **options), atol=ATOL)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)
 @given(G=matrices(), options=METHODS)
 def test_sign_symmetry(G, options):
     np.testing.assert_allclose(msign(-G, **options), -msign(G, **options), atol=ATOL)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)
 @given(G=matrices(), options=METHODS)
 def test_transpose_symmetry(G, options):
     Gt = np.swapaxes(G, -1, -2)
@@ -60,7 +60,7 @@ def test_transpose_symmetry(G, options):
                                atol=ATOL)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)
 @given(G=matrices(), seed=st.integers(0, 2**32 - 1), options=METHODS)
 def test_orthogonal_equivariance(G, seed, options):
     rng = np.random.default_rng(seed)
@@ -69,7 +69,7 @@ def test_orthogonal_equivariance(G, seed, options):
                                atol=ATOL)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)
 @given(G=matrices(), options=METHODS)
 def test_polar_reconstructs(G, options):
     Q, H = polar(G, **options)

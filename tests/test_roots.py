@@ -550,7 +550,7 @@ ROOT = st.sampled_from([1, 2, 3, 4])
 PROPERTY_TOL = 1e-10  # kappa <= 100 in float64: the bound above is below 1e-11
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(A=spd(), p=ROOT, scale=st.floats(1e-6, 1e6), method=st.sampled_from(["eigh", "newton"]))
 def test_homogeneity(A, p, scale, method):
     """``(c A)^(-1/p) = c^(-1/p) A^(-1/p)``."""
@@ -559,7 +559,7 @@ def test_homogeneity(A, p, scale, method):
     np.testing.assert_allclose(Y * scale ** (1 / p), X, atol=PROPERTY_TOL * np.abs(X).max())
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(A=spd(), p=ROOT, method=st.sampled_from(["eigh", "newton"]))
 def test_root_times_inverse_root_is_identity(A, p, method):
     R = matrix_root(A, p, method=method)
@@ -568,7 +568,7 @@ def test_root_times_inverse_root_is_identity(A, p, method):
                                atol=PROPERTY_TOL)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(A=spd(), a=st.floats(-1, 1), b=st.floats(-1, 1))
 def test_powers_add(A, a, b):
     expected = psd_power(A, a + b)
@@ -576,7 +576,7 @@ def test_powers_add(A, a, b):
                                atol=PROPERTY_TOL * np.abs(expected).max())
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(A=spd(), p=ROOT, seed=st.integers(0, 2**32 - 1))
 def test_orthogonal_similarity(A, p, seed):
     Q = haar(A.shape[-1], np.random.default_rng(seed))

@@ -11,7 +11,6 @@ Muon or AdamW/Lion, and `qk_clip` is MuonClip's QK-Clip. ``matsign.optim.torch``
 """
 
 from ._base import (
-    MATRIX_LAYOUTS,
     NONFINITE_POLICIES,
     EmptyState,
     Groups,
@@ -71,7 +70,6 @@ from .transforms import (
 __all__ = [
     "EMBEDDING_NAMES",
     "HEAD_NAMES",
-    "MATRIX_LAYOUTS",
     "NONFINITE_POLICIES",
     "AMSGradState",
     "AdaMuonCountedState",

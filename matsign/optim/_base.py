@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 
 from .. import _xp
 from .._typing import Array, Namespace
+from ..duality import ORIENTATIONS
 from . import _tree
 
 __all__ = [
-    "MATRIX_LAYOUTS",
     "NONFINITE_POLICIES",
     "EmptyState",
     "Groups",
@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 NONFINITE_POLICIES = ("skip", "raise", "ignore")
-MATRIX_LAYOUTS = ("fan_out_fan_in", "fan_in_fan_out")
 
 
 class Stepper(NamedTuple):
@@ -121,10 +120,20 @@ def chain(*steppers: Stepper) -> Stepper:
     array([-1.])
     """
 
+    for s in steppers:
+        if not isinstance(s, Stepper):
+            msg = f"chain takes Steppers; got {type(s).__name__} {s!r}"
+            raise TypeError(msg)
+
     def init(param):
+        _check_parameter(param)
         return tuple(s.init(param) for s in steppers)
 
     def update(grad, state, param):
+        if param is not None and tuple(grad.shape) != tuple(param.shape):
+            msg = (f"a gradient of shape {tuple(grad.shape)} for a parameter of shape "
+                   f"{tuple(param.shape)}")
+            raise ValueError(msg)
         new_state = []
         for s, inner in zip(steppers, state, strict=True):
             grad, inner = s.update(grad, inner, param)
@@ -133,6 +142,15 @@ def chain(*steppers: Stepper) -> Stepper:
 
     return Stepper(init, update, all(s.stackable for s in steppers),
                    any(s.host_step for s in steppers))
+
+
+def _check_parameter(param):
+    """TypeError unless ``param`` is an array of a real floating dtype (optimizer state)."""
+    xp = _xp.namespace(param)
+    if not xp.isdtype(param.dtype, "real floating"):
+        msg = (f"optimizers take real floating parameters; got an array of dtype "
+               f"{param.dtype} (an integer or complex parameter has no gradient step here)")
+        raise TypeError(msg)
 
 
 def apply_updates(params: Any, updates: Any) -> Any:
@@ -277,7 +295,7 @@ class MultiState(NamedTuple):
 
 
 def matrix_shape(
-    shape: Sequence[int], reshape: str, layout: str = "fan_out_fan_in",
+    shape: Sequence[int], reshape: str, orientation: str = "out_in",
 ) -> tuple[int, ...]:
     """The shape a stepper sees for a parameter of ``shape`` (see `multi`).
 
@@ -289,11 +307,11 @@ def matrix_shape(
         For more than two axes: ``"flatten"`` gives one matrix of all of them (a conv
         kernel as out x in*kh*kw), ``"batch"`` keeps the shape, a stack of matrices
         over the last two axes (per head, per expert).
-    layout : {"fan_out_fan_in", "fan_in_fan_out"}, default "fan_out_fan_in"
+    orientation : {"out_in", "in_out"}, default "out_in"
         Which axis of a weight is its output: the first (torch's ``nn.Linear``
         ``(out, in)``, conv ``(out, in, kh, kw)``) or the last (flax and optax: a
         Dense kernel ``(in, out)``, conv ``(kh, kw, in, out)``). Steppers always see
-        ``(..., fan_out, fan_in)``: a ``"fan_in_fan_out"`` parameter is seen
+        ``(..., fan_out, fan_in)``: a ``"in_out"`` parameter is seen
         transposed, so update scales and Muon's rules read the same either way.
 
     Returns
@@ -303,54 +321,54 @@ def matrix_shape(
     Raises
     ------
     ValueError
-        For an unknown ``reshape`` or ``layout``.
+        For an unknown ``reshape`` or ``orientation``.
 
     Examples
     --------
     >>> from matsign.optim import matrix_shape
     >>> matrix_shape((64, 3, 3, 3), "flatten"), matrix_shape((8, 16, 4), "batch")
     ((64, 27), (8, 16, 4))
-    >>> matrix_shape((3, 3, 16, 64), "flatten", "fan_in_fan_out")
+    >>> matrix_shape((3, 3, 16, 64), "flatten", "in_out")
     (64, 144)
     """
     if reshape not in ("flatten", "batch"):
         msg = f"reshape must be 'flatten' or 'batch'; got {reshape!r}"
         raise ValueError(msg)
-    if layout not in MATRIX_LAYOUTS:
-        msg = f"layout must be one of {MATRIX_LAYOUTS}; got {layout!r}"
+    if orientation not in ORIENTATIONS:
+        msg = f"orientation must be one of {ORIENTATIONS}; got {orientation!r}"
         raise ValueError(msg)
-    flat = _flat_shape(tuple(int(d) for d in shape), reshape, layout)
-    if len(flat) < 2 or layout == "fan_out_fan_in":
+    flat = _flat_shape(tuple(int(d) for d in shape), reshape, orientation)
+    if len(flat) < 2 or orientation == "out_in":
         return flat
     return (*flat[:-2], flat[-1], flat[-2])
 
 
-def _flat_shape(shape, reshape, layout):
+def _flat_shape(shape, reshape, orientation):
     """The shape in the parameter's own orientation, axes merged by ``reshape``."""
     if len(shape) <= 2 or reshape == "batch":
         return shape
-    if layout == "fan_out_fan_in":
+    if orientation == "out_in":
         return (shape[0], math.prod(shape[1:]))
     return (math.prod(shape[:-1]), shape[-1])
 
 
-def _seen(a, reshape, layout, xp):
+def _seen(a, reshape, orientation, xp):
     """``a`` as its stepper sees it (`matrix_shape`): reshaped, transposed if fan-in first."""
-    flat = _flat_shape(tuple(a.shape), reshape, layout)
+    flat = _flat_shape(tuple(a.shape), reshape, orientation)
     a = xp.reshape(a, flat) if flat != tuple(a.shape) else a
-    return a if a.ndim < 2 or layout == "fan_out_fan_in" else xp.matrix_transpose(a)
+    return a if a.ndim < 2 or orientation == "out_in" else xp.matrix_transpose(a)
 
 
-def _unseen(u, shape, layout, xp):
+def _unseen(u, shape, orientation, xp):
     """The inverse of `_seen`: the update in the parameter's own ``shape``."""
-    u = u if u.ndim < 2 or layout == "fan_out_fan_in" else xp.matrix_transpose(u)
+    u = u if u.ndim < 2 or orientation == "out_in" else xp.matrix_transpose(u)
     return xp.reshape(u, shape) if tuple(u.shape) != shape else u
 
 
 def group_keys(
     items: Iterable[tuple[Any, Array]], reshape: str, *,
     label: Callable[[Any, Array], Any] | None = None,
-    stackable: Callable[[Any], bool] | None = None, layout: str = "fan_out_fan_in",
+    stackable: Callable[[Any], bool] | None = None, orientation: str = "out_in",
 ) -> tuple[tuple[Any, tuple[Any, ...]], ...]:
     """``(label, keys)`` per stack: parameters of one label, view shape, dtype and device.
 
@@ -365,7 +383,7 @@ def group_keys(
     stackable : callable, optional
         ``stackable(label)``: whether that label's stepper takes stacks (see
         `Stepper`); None: all do.
-    layout : {"fan_out_fan_in", "fan_in_fan_out"}, default "fan_out_fan_in"
+    orientation : {"out_in", "in_out"}, default "out_in"
         See `matrix_shape`.
 
     Returns
@@ -377,7 +395,7 @@ def group_keys(
     groups = {}
     for key, p in items:
         name = None if label is None else label(key, p)
-        shape = matrix_shape(p.shape, reshape, layout)
+        shape = matrix_shape(p.shape, reshape, orientation)
         alone = len(shape) != 2 or (stackable is not None and not stackable(name))
         signature = (name, shape, str(p.dtype), str(_xp.device(p)), *((key,) if alone else ()))
         groups.setdefault(signature, []).append(key)
@@ -530,7 +548,7 @@ def every_matrix(fn: Callable[[Array], Array], stacked: Array) -> Array:
 def multi(
     steppers: Stepper | Mapping[str, Stepper],
     labels: Callable[[Any, Array], str] | Any = None, *,
-    reshape: str = "flatten", layout: str = "fan_out_fan_in", nonfinite: str = "skip",
+    reshape: str = "flatten", orientation: str = "out_in", nonfinite: str = "skip",
     place: Callable[[Array], Array] | None = None,
 ) -> Stepper:
     """Apply steppers over (nested) dicts, lists or tuples of parameters, stacking same-shape ones.
@@ -552,7 +570,7 @@ def multi(
     reshape : {"flatten", "batch"}, default "flatten"
         How parameters of more than two axes are seen: see `matrix_shape`. Updates
         come back in the parameter's own shape.
-    layout : {"fan_out_fan_in", "fan_in_fan_out"}, default "fan_out_fan_in"
+    orientation : {"out_in", "in_out"}, default "out_in"
         Which axis of a weight is its output (see `matrix_shape`): torch's ``(out,
         in)`` or flax's ``(in, out)``, which steppers see transposed.
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
@@ -604,12 +622,12 @@ def multi(
     >>> params = optim.apply_updates(params, updates)
     """
     check_nonfinite(True, nonfinite, where="")
-    matrix_shape((1,), reshape, layout)
+    matrix_shape((1,), reshape, orientation)
     pick = _chooser(steppers, labels)
     placed = (lambda a: a) if place is None else place
 
     def seen(arrays, keys, xp):
-        members = [_seen(arrays[k], reshape, layout, xp) for k in keys]
+        members = [_seen(arrays[k], reshape, orientation, xp) for k in keys]
         stacked = stack(members, tuple(members[0].shape), xp=xp)
         return placed(stacked) if len(keys) > 1 else stacked
 
@@ -617,7 +635,7 @@ def multi(
         items = _tree.leaves(params)
         lookup = dict(items)
         xp = _xp.namespace(*lookup.values())
-        groups = group_keys(items, reshape, label=pick.label, layout=layout,
+        groups = group_keys(items, reshape, label=pick.label, orientation=orientation,
                             stackable=lambda name: pick.stepper(name).stackable)
         states = tuple(pick.stepper(name).init(seen(lookup, keys, xp)) for name, keys in groups)
         return MultiState(Groups(groups), states)
@@ -637,7 +655,7 @@ def multi(
         for (_, keys), u in zip(state.groups, U, strict=True):
             view = tuple(u.shape[1:]) if len(keys) > 1 else tuple(u.shape)
             members = unstack(u, [view] * len(keys), xp=xp)
-            out.update((k, _unseen(m, tuple(grad_map[k].shape), layout, xp))
+            out.update((k, _unseen(m, tuple(grad_map[k].shape), orientation, xp))
                        for k, m in zip(keys, members, strict=True))
         updates = _tree.rebuild(grads, lambda key, g: _lookup(out, key, "the stacking"))
         return updates, MultiState(state.groups, states)

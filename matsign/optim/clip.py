@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import _xp
 from .._typing import Array
-from ._base import MATRIX_LAYOUTS
+from ._base import ORIENTATIONS
 
 __all__ = ["clip_factors", "qk_clip", "qk_clip_mla"]
 
@@ -46,15 +46,15 @@ def clip_factors(max_logits: Array, threshold: float) -> Array:
     return xp.where(over, threshold / xp.where(over, max_logits, 1.0), 1.0)
 
 
-def _per_head(W, factors, num_heads, layout, xp):
+def _per_head(W, factors, num_heads, orientation, xp):
     """``W`` with head ``h``'s outputs (rows, or columns in flax's layout) times ``factors[h]``."""
-    if layout not in MATRIX_LAYOUTS:
-        msg = f"layout must be one of {MATRIX_LAYOUTS}; got {layout!r}"
+    if orientation not in ORIENTATIONS:
+        msg = f"orientation must be one of {ORIENTATIONS}; got {orientation!r}"
         raise ValueError(msg)
-    axis = 0 if layout == "fan_out_fan_in" else W.ndim - 1
+    axis = 0 if orientation == "out_in" else W.ndim - 1
     if W.shape[axis] % num_heads:
         msg = (f"qk_clip: {W.shape[axis]} outputs do not split into {num_heads} heads "
-               f"(shape {tuple(W.shape)}, layout {layout!r})")
+               f"(shape {tuple(W.shape)}, orientation {orientation!r})")
         raise ValueError(msg)
     f = xp.astype(factors, W.dtype)
     if axis == 0:
@@ -68,7 +68,7 @@ def _per_head(W, factors, num_heads, layout, xp):
 
 def qk_clip(
     w_q: Array, w_k: Array, max_logits: Array, *, threshold: float, num_heads: int,
-    alpha: float = 0.5, num_kv_heads: int | None = None, layout: str = "fan_out_fan_in",
+    alpha: float = 0.5, num_kv_heads: int | None = None, orientation: str = "out_in",
 ) -> tuple[Array, Array]:
     """QK-Clip for multi-head (and grouped-query) attention: the rescaled ``(w_q, w_k)``.
 
@@ -77,7 +77,7 @@ def qk_clip(
     w_q, w_k : array
         Query and key projection weights, heads contiguous along the output axis:
         ``(num_heads * head_dim, d_model)`` in torch's layout (``nn.Linear.weight``),
-        ``(d_model, num_heads * head_dim)`` with ``layout="fan_in_fan_out"``.
+        ``(d_model, num_heads * head_dim)`` with ``orientation="in_out"``.
     max_logits : array of shape (num_heads,)
         Each query head's largest pre-softmax logit ``max_ij q_i . k_j / sqrt(d)`` over
         the batch, as the training loop recorded it.
@@ -93,7 +93,7 @@ def qk_clip(
         shared by several query heads is left untouched and each query head takes its
         whole ``gamma`` (the rule Kimi K2 uses for MLA's shared rotary key), so the clip
         never couples heads.
-    layout : {"fan_out_fan_in", "fan_in_fan_out"}, default "fan_out_fan_in"
+    orientation : {"out_in", "in_out"}, default "out_in"
         Which axis of the weights holds the outputs (the heads).
 
     Returns
@@ -105,7 +105,7 @@ def qk_clip(
     Raises
     ------
     ValueError
-        For a bad threshold, alpha, layout or head count.
+        For a bad threshold, alpha, orientation or head count.
 
     References
     ----------
@@ -131,14 +131,14 @@ def qk_clip(
         msg = f"qk_clip: {num_heads} query heads do not share {kv} key heads evenly"
         raise ValueError(msg)
     if kv != num_heads:
-        return _per_head(w_q, gamma, num_heads, layout, xp), w_k
-    return (_per_head(w_q, gamma**alpha, num_heads, layout, xp),
-            _per_head(w_k, gamma ** (1.0 - alpha), num_heads, layout, xp))
+        return _per_head(w_q, gamma, num_heads, orientation, xp), w_k
+    return (_per_head(w_q, gamma**alpha, num_heads, orientation, xp),
+            _per_head(w_k, gamma ** (1.0 - alpha), num_heads, orientation, xp))
 
 
 def qk_clip_mla(
     w_q_nope: Array, w_q_rope: Array, w_k_nope: Array, max_logits: Array, *,
-    threshold: float, num_heads: int, layout: str = "fan_out_fan_in",
+    threshold: float, num_heads: int, orientation: str = "out_in",
 ) -> tuple[Any, Any, Any]:
     """QK-Clip for multi-head latent attention (DeepSeek-V3, Kimi K2), by K2's rules.
 
@@ -158,7 +158,7 @@ def qk_clip_mla(
         tau.
     num_heads : int
         Heads.
-    layout : {"fan_out_fan_in", "fan_in_fan_out"}, default "fan_out_fan_in"
+    orientation : {"out_in", "in_out"}, default "out_in"
         See `qk_clip`.
 
     Returns
@@ -169,11 +169,11 @@ def qk_clip_mla(
     Raises
     ------
     ValueError
-        For a bad threshold, layout or head count.
+        For a bad threshold, orientation or head count.
     """
     xp = _xp.namespace(w_q_nope, w_q_rope, w_k_nope, max_logits)
     gamma = clip_factors(max_logits, threshold)
     root = xp.sqrt(gamma)
-    return (_per_head(w_q_nope, root, num_heads, layout, xp),
-            _per_head(w_q_rope, gamma, num_heads, layout, xp),
-            _per_head(w_k_nope, root, num_heads, layout, xp))
+    return (_per_head(w_q_nope, root, num_heads, orientation, xp),
+            _per_head(w_q_rope, gamma, num_heads, orientation, xp),
+            _per_head(w_k_nope, root, num_heads, orientation, xp))

@@ -9,8 +9,8 @@ static, so ``init``, ``update`` and whole training steps go through ``jax.jit`` 
 ``optax.apply_updates`` like any optax transformation.
 
 Weights are taken in optax's and flax's layout by default: a Dense kernel is
-``(fan_in, fan_out)`` and a conv kernel ``(kh, kw, in, out)`` (``layout=
-"fan_in_fan_out"``; pass ``"fan_out_fan_in"`` for torch's). Given a ``mesh``, every
+``(fan_in, fan_out)`` and a conv kernel ``(kh, kw, in, out)`` (``orientation=
+"in_out"``; pass ``"out_in"`` for torch's). Given a ``mesh``, every
 stack is constrained to be sharded along its stack axis, so each device
 orthogonalises its own matrices and the Newton–Schulz iteration needs no collective.
 
@@ -52,7 +52,7 @@ __all__ = ["adafactor", "adamuon", "adamw", "as_optax", "lion", "muon", "normuon
 
 def as_optax(
     steppers: _base.Stepper | Mapping[str, _base.Stepper], labels: Any = None, *,
-    reshape: str = "flatten", layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    reshape: str = "flatten", orientation: str = "in_out", nonfinite: str = "skip",
     mesh: jax.sharding.Mesh | None = None, axis: str | None = None,
 ) -> optax.GradientTransformation:
     """matsign steppers over a pytree of parameters, as an optax transformation.
@@ -71,7 +71,7 @@ def as_optax(
         Parameters of more than two axes: one matrix (a conv kernel), or a stack of
         matrices over the last two axes (per head, per expert); see
         `matsign.optim.matrix_shape`.
-    layout : {"fan_in_fan_out", "fan_out_fan_in"}, default "fan_in_fan_out"
+    orientation : {"in_out", "out_in"}, default "in_out"
         Which axis of a weight is its output: the last (optax, flax) or the first
         (torch). Update scales and Muon's rules read ``(fan_out, fan_in)`` either way.
     nonfinite : {"skip", "raise", "ignore"}, default "skip"
@@ -111,7 +111,8 @@ def as_optax(
     [('muon', ('w',)), ('adamw', ('b',)), ('adamw', ('head',))]
     """
     place = None if mesh is None else _stack_sharding(mesh, axis)
-    options = {"reshape": reshape, "layout": layout, "nonfinite": nonfinite, "place": place}
+    options = {"reshape": reshape, "orientation": orientation, "nonfinite": nonfinite,
+               "place": place}
     engine = _base.multi(steppers, _labels_from_state, **options)
 
     def init(params):
@@ -153,7 +154,7 @@ def _stack_sharding(mesh, axis) -> Callable[[Any], Any]:
 
 def muon(
     learning_rate: float | Callable = 0.02, *, other: _base.Stepper | None = None,
-    labels: Any = None, reshape: str = "flatten", layout: str = "fan_in_fan_out",
+    labels: Any = None, reshape: str = "flatten", orientation: str = "in_out",
     nonfinite: str = "skip", mesh: jax.sharding.Mesh | None = None, axis: str | None = None,
     **options: Any,
 ) -> optax.GradientTransformation:
@@ -172,7 +173,7 @@ def muon(
         `matsign.optim.route`: matrices (two or more axes) except those named like
         embeddings and output heads (``embed``, ``lm_head``, ...); it warns when no
         matrix is named like a head (the last one would go to Muon).
-    reshape, layout, nonfinite, mesh, axis
+    reshape, orientation, nonfinite, mesh, axis
         See `as_optax`.
     **options
         The options of `matsign.optim.muon`: ``momentum``, ``nesterov``,
@@ -204,7 +205,7 @@ def muon(
                 "other": alias.adamw(learning_rate, weight_decay=0.0) if other is None else other}
     if labels is None:
         labels = _default_labels
-    return as_optax(steppers, labels, reshape=reshape, layout=layout, nonfinite=nonfinite,
+    return as_optax(steppers, labels, reshape=reshape, orientation=orientation, nonfinite=nonfinite,
                     mesh=mesh, axis=axis)
 
 
@@ -213,14 +214,14 @@ def _default_labels(params):  # numpydoc ignore=PR01,RT01
     return route(params, matrix="muon", other="other")
 
 
-def _everywhere(stepper, reshape, layout, nonfinite, mesh, axis):
-    return as_optax(stepper, reshape=reshape, layout=layout, nonfinite=nonfinite, mesh=mesh,
-                    axis=axis)
+def _everywhere(stepper, reshape, orientation, nonfinite, mesh, axis):
+    return as_optax(stepper, reshape=reshape, orientation=orientation, nonfinite=nonfinite,
+                    mesh=mesh, axis=axis)
 
 
 def adamw(
     learning_rate: float | Callable = 1e-3, *, reshape: str = "flatten",
-    layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    orientation: str = "in_out", nonfinite: str = "skip",
     mesh: jax.sharding.Mesh | None = None, axis: str | None = None, **options: Any,
 ) -> optax.GradientTransformation:
     """`matsign.optim.adamw` on every parameter (torch's defaults: ``weight_decay=0.01``).
@@ -229,7 +230,7 @@ def adamw(
     ----------
     learning_rate : float or callable, default 1e-3
         A constant or a schedule of the step count.
-    reshape, layout, nonfinite, mesh, axis
+    reshape, orientation, nonfinite, mesh, axis
         See `as_optax`.
     **options
         The options of `matsign.optim.adamw` (``b1``, ``b2``, ``eps``,
@@ -239,13 +240,13 @@ def adamw(
     -------
     optax.GradientTransformation
     """
-    return _everywhere(alias.adamw(learning_rate, **options), reshape, layout, nonfinite,
+    return _everywhere(alias.adamw(learning_rate, **options), reshape, orientation, nonfinite,
                        mesh, axis)
 
 
 def lion(
     learning_rate: float | Callable = 1e-4, *, reshape: str = "flatten",
-    layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    orientation: str = "in_out", nonfinite: str = "skip",
     mesh: jax.sharding.Mesh | None = None, axis: str | None = None, **options: Any,
 ) -> optax.GradientTransformation:
     """`matsign.optim.lion` on every parameter.
@@ -254,7 +255,7 @@ def lion(
     ----------
     learning_rate : float or callable, default 1e-4
         A constant or a schedule of the step count.
-    reshape, layout, nonfinite, mesh, axis
+    reshape, orientation, nonfinite, mesh, axis
         See `as_optax`.
     **options
         The options of `matsign.optim.lion` (``b1``, ``b2``, ``weight_decay``, ...).
@@ -263,13 +264,13 @@ def lion(
     -------
     optax.GradientTransformation
     """
-    return _everywhere(alias.lion(learning_rate, **options), reshape, layout, nonfinite,
+    return _everywhere(alias.lion(learning_rate, **options), reshape, orientation, nonfinite,
                        mesh, axis)
 
 
 def shampoo(
     learning_rate: float | Callable = 1e-3, *, reshape: str = "flatten",
-    layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    orientation: str = "in_out", nonfinite: str = "skip",
     mesh: jax.sharding.Mesh | None = None, axis: str | None = None, **options: Any,
 ) -> optax.GradientTransformation:
     """`matsign.optim.shampoo` on every parameter (each one alone: not stacked).
@@ -278,7 +279,7 @@ def shampoo(
     ----------
     learning_rate : float or callable, default 1e-3
         A constant or a schedule of the step count.
-    reshape, layout, nonfinite, mesh, axis
+    reshape, orientation, nonfinite, mesh, axis
         See `as_optax`.
     **options
         The options of `matsign.optim.shampoo` (``every``, ``start``, ``max_dim``,
@@ -288,13 +289,13 @@ def shampoo(
     -------
     optax.GradientTransformation
     """
-    return _everywhere(_shampoo(learning_rate, **options), reshape, layout,
+    return _everywhere(_shampoo(learning_rate, **options), reshape, orientation,
                        nonfinite, mesh, axis)
 
 
 def soap(
     learning_rate: float | Callable = 3e-3, *, reshape: str = "flatten",
-    layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    orientation: str = "in_out", nonfinite: str = "skip",
     mesh: jax.sharding.Mesh | None = None, axis: str | None = None, **options: Any,
 ) -> optax.GradientTransformation:
     """`matsign.optim.soap` on every parameter (each one alone: not stacked).
@@ -303,7 +304,7 @@ def soap(
     ----------
     learning_rate : float or callable, default 3e-3
         A constant or a schedule of the step count.
-    reshape, layout, nonfinite, mesh, axis
+    reshape, orientation, nonfinite, mesh, axis
         See `as_optax`.
     **options
         The options of `matsign.optim.soap` (``b1``, ``b2``, ``every``,
@@ -313,7 +314,7 @@ def soap(
     -------
     optax.GradientTransformation
     """
-    return _everywhere(_soap(learning_rate, **options), reshape, layout,
+    return _everywhere(_soap(learning_rate, **options), reshape, orientation,
                        nonfinite, mesh, axis)
 
 
@@ -322,7 +323,7 @@ def adafactor(
     decay_rate: float = 0.8, multiply_by_parameter_scale: bool = True,
     clipping_threshold: float | None = 1.0, momentum: float | None = None,
     weight_decay_rate: float | None = None, eps: float = 1e-30, factored: bool = True,
-    weight_decay_mask: Any = None, layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    weight_decay_mask: Any = None, orientation: str = "in_out", nonfinite: str = "skip",
     mesh: jax.sharding.Mesh | None = None, axis: str | None = None,
 ) -> optax.GradientTransformation:
     """``optax.adafactor``'s signature, defaults and steps, on matsign's Adafactor.
@@ -353,7 +354,7 @@ def adafactor(
     weight_decay_mask : pytree or callable, optional
         Booleans in the parameters' structure, or ``mask(params)`` returning them: which
         parameters decay (a prefix tree as optax takes is not supported).
-    layout, nonfinite, mesh, axis
+    orientation, nonfinite, mesh, axis
         See `as_optax`; parameters keep their own shape (``reshape="batch"``), so a conv
         kernel is factored over its two largest axes, as optax.
 
@@ -399,7 +400,7 @@ def adafactor(
         if weight_decay_mask is not None:
             steppers = {"decay": decayed, "keep": _base.chain(*parts)}
             labels = functools.partial(_decay_labels, weight_decay_mask)
-    return as_optax(steppers, labels, reshape="batch", layout=layout, nonfinite=nonfinite,
+    return as_optax(steppers, labels, reshape="batch", orientation=orientation, nonfinite=nonfinite,
                     mesh=mesh, axis=axis)
 
 
@@ -411,7 +412,7 @@ def _decay_labels(mask, params):  # numpydoc ignore=PR01,RT01
 
 def tiger(
     learning_rate: float | Callable = 1e-4, *, reshape: str = "flatten",
-    layout: str = "fan_in_fan_out", nonfinite: str = "skip",
+    orientation: str = "in_out", nonfinite: str = "skip",
     mesh: jax.sharding.Mesh | None = None, axis: str | None = None, **options: Any,
 ) -> optax.GradientTransformation:
     """`matsign.optim.tiger` on every parameter.
@@ -420,7 +421,7 @@ def tiger(
     ----------
     learning_rate : float or callable, default 1e-4
         A constant or a schedule of the step count.
-    reshape, layout, nonfinite, mesh, axis
+    reshape, orientation, nonfinite, mesh, axis
         See `as_optax`.
     **options
         The options of `matsign.optim.tiger` (``beta``, ``weight_decay``,
@@ -430,20 +431,20 @@ def tiger(
     -------
     optax.GradientTransformation
     """
-    return _everywhere(_tiger(learning_rate, **options), reshape, layout, nonfinite,
+    return _everywhere(_tiger(learning_rate, **options), reshape, orientation, nonfinite,
                        mesh, axis)
 
 
-def _matrices_and_other(matrix, other, labels, reshape, layout, nonfinite, mesh, axis):
+def _matrices_and_other(matrix, other, labels, reshape, orientation, nonfinite, mesh, axis):
     """``matrix`` on the hidden matrices, ``other`` on the rest (labels as `muon`'s)."""
     labels = _default_labels if labels is None else labels
-    return as_optax({"muon": matrix, "other": other}, labels, reshape=reshape, layout=layout,
-                    nonfinite=nonfinite, mesh=mesh, axis=axis)
+    return as_optax({"muon": matrix, "other": other}, labels, reshape=reshape,
+                    orientation=orientation, nonfinite=nonfinite, mesh=mesh, axis=axis)
 
 
 def adamuon(
     learning_rate: float | Callable = 6e-4, *, other: _base.Stepper | None = None,
-    labels: Any = None, reshape: str = "flatten", layout: str = "fan_in_fan_out",
+    labels: Any = None, reshape: str = "flatten", orientation: str = "in_out",
     nonfinite: str = "skip", mesh: jax.sharding.Mesh | None = None, axis: str | None = None,
     **options: Any,
 ) -> optax.GradientTransformation:
@@ -460,7 +461,7 @@ def adamuon(
     labels : pytree or callable, optional
         ``"muon"`` or ``"other"`` per parameter; default `matsign.optim.route` (see
         `muon`).
-    reshape, layout, nonfinite, mesh, axis
+    reshape, orientation, nonfinite, mesh, axis
         See `as_optax`.
     **options
         The options of `matsign.optim.adamuon` (``momentum``, ``nesterov``, ``b2``,
@@ -486,12 +487,12 @@ def adamuon(
     """
     other = alias.adamw(learning_rate, weight_decay=0.0) if other is None else other
     return _matrices_and_other(_adamuon(learning_rate, **options), other, labels, reshape,
-                               layout, nonfinite, mesh, axis)
+                               orientation, nonfinite, mesh, axis)
 
 
 def normuon(
     learning_rate: float | Callable = 0.02, *, other: _base.Stepper | None = None,
-    labels: Any = None, reshape: str = "flatten", layout: str = "fan_in_fan_out",
+    labels: Any = None, reshape: str = "flatten", orientation: str = "in_out",
     nonfinite: str = "skip", mesh: jax.sharding.Mesh | None = None, axis: str | None = None,
     **options: Any,
 ) -> optax.GradientTransformation:
@@ -508,8 +509,8 @@ def normuon(
     labels : pytree or callable, optional
         ``"muon"`` or ``"other"`` per parameter; default `matsign.optim.route` (see
         `muon`). The statistics are per row of the ``(fan_out, fan_in)`` matrix: per
-        output neuron, whatever the ``layout``.
-    reshape, layout, nonfinite, mesh, axis
+        output neuron, whatever the ``orientation``.
+    reshape, orientation, nonfinite, mesh, axis
         See `as_optax`.
     **options
         The options of `matsign.optim.normuon` (``momentum``, ``b2``, ``neurons``,
@@ -534,4 +535,4 @@ def normuon(
     if other is None:
         other = alias.adamw(3e-4, b1=0.9, b2=0.95, eps=1e-10, weight_decay=0.0)
     return _matrices_and_other(_normuon(learning_rate, **options), other, labels, reshape,
-                               layout, nonfinite, mesh, axis)
+                               orientation, nonfinite, mesh, axis)

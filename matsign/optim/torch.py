@@ -197,8 +197,24 @@ class _StepperOptimizer(torch.optim.Optimizer):
         state_dict : dict
             As returned by `state_dict` (here or by the torch.optim peer).
         """
+        loading = self._loading(state_dict)  # checked before anything changes
         super().load_state_dict(state_dict)
-        saved_ids = iter([i for g in state_dict["param_groups"] for i in g["params"]])
+        for p, saved, skeleton in loading:
+            for name, slot in skeleton.items():
+                if slot.dtype is not None and isinstance(saved.get(name), torch.Tensor):
+                    self.state[p][name] = saved[name].to(device=p.device, dtype=slot.dtype)
+
+    def _loading(self, state_dict):
+        """``(param, saved entries, skeleton)`` per saved state; ValueError for an entry
+        whose size is not the one this optimizer's ``init`` gives that parameter (a state
+        of another model or other options), raised before any state changes."""
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups) or any(
+                len(a["params"]) != len(b["params"])
+                for a, b in zip(saved_groups, self.param_groups, strict=True)):
+            return []  # torch.optim.Optimizer.load_state_dict says what does not match
+        saved_ids = iter([i for g in saved_groups for i in g["params"]])
+        loading = []
         for group in self.param_groups:
             stepper = self._stepper(group)
             for p in group["params"]:
@@ -206,10 +222,18 @@ class _StepperOptimizer(torch.optim.Optimizer):
                 if not saved:
                     continue
                 mine = self._state_like(p)
-                skeleton = _map_entries(stepper.init(mine.reshape(_view(mine, group))), _Slot)
-                for name, slot in _entries(skeleton).items():
-                    if slot.dtype is not None and isinstance(saved.get(name), torch.Tensor):
-                        self.state[p][name] = saved[name].to(device=p.device, dtype=slot.dtype)
+                fresh = _entries(stepper.init(mine.reshape(_view(mine, group))))
+                for name, value in saved.items():
+                    expected = fresh.get(name)
+                    if (isinstance(value, torch.Tensor) and isinstance(expected, torch.Tensor)
+                            and distributed.local(value).numel() != expected.numel()):
+                        msg = (f"{type(self).__name__}.load_state_dict: the saved {name!r} of "
+                               f"a parameter of shape {tuple(p.shape)} has shape "
+                               f"{tuple(value.shape)}, not {tuple(expected.shape)}: a state "
+                               f"of another model or other options; nothing was loaded")
+                        raise ValueError(msg)
+                loading.append((p, saved, {k: _Slot(k, v) for k, v in fresh.items()}))
+        return loading
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -735,6 +759,9 @@ class Lion(_StepperOptimizer):
                  process_group: Any = None,
                  communication_dtype: torch.dtype | None = None) -> None:
         _check_common(lr, weight_decay, nonfinite)
+        for i, beta in enumerate(betas):
+            if not 0.0 <= beta <= 1.0:  # NaN too
+                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
         defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay,
                     "maximize": maximize, "cautious_mask": cautious_mask,
                     "nonfinite": nonfinite, "communication_dtype": communication_dtype}

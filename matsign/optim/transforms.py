@@ -482,11 +482,14 @@ def shape_scale(shape: Sequence[int], mode: str | float | None) -> float:
     (2.0, 6.4)
     """
     m, n = shape[-2], shape[-1]
+    empty = m == 0 or n == 0  # an empty update: any scale is exact; checked, then 1
     if isinstance(mode, (int, float)) and not isinstance(mode, bool):
         if not (math.isfinite(mode) and mode > 0):
             msg = f"an update scale given as a number is a target RMS > 0; got {mode!r}"
             raise ValueError(msg)
-        return float(mode) * math.sqrt(max(m, n))
+        return 1.0 if empty else float(mode) * math.sqrt(max(m, n))
+    if mode in ("jordan", "moonlight", "spectral") and empty:
+        return 1.0
     if mode == "jordan":
         return math.sqrt(max(1.0, m / n))
     if mode == "moonlight":
