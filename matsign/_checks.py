@@ -69,17 +69,19 @@ def check_finite(x, name, *, xp):
         raise ValueError(msg)
 
 
-def nan_where_nonfinite(fn, X, *, xp):
+def nan_where_nonfinite(fn, X, *, xp, fill="zeros"):
     """``fn(X)`` per matrix, with NaN for every matrix of ``X`` that holds inf or NaN.
 
     The one rule for non-finite input to the decompositions and loops (SVD, eigh, the
-    ``tol=`` iteration): such a matrix is replaced by zeros before ``fn`` (which the
-    libraries' kernels take without error or a wasted iteration) and its result by NaN,
-    so it neither crashes (torch's ``_LinAlgError``) nor stalls a stack nor hides among
-    finite results. No host sync. ``fn`` maps ``(..., m, n)`` to ``(..., *rest)``.
+    ``tol=`` iteration, inverse roots): such a matrix is replaced by zeros (or the
+    identity, ``fill="identity"``, for roots that refuse singular input) before ``fn``
+    and its result by NaN, so it neither crashes (torch's ``_LinAlgError``) nor stalls a
+    stack nor hides among finite results. No host sync. ``fn`` maps ``(..., m, n)`` to
+    ``(..., *rest)``.
     """
     bad = ~xp.all(xp.isfinite(X), axis=(-2, -1))
-    out = fn(xp.where(bad[..., None, None], xp.zeros_like(X), X))
+    stand_in = _xp.eye_like(X, xp=xp) if fill == "identity" else xp.zeros_like(X)
+    out = fn(xp.where(bad[..., None, None], stand_in, X))
     flags = xp.reshape(bad, (*bad.shape, *(1,) * (out.ndim - bad.ndim)))
     return xp.where(flags, xp.asarray(float("nan"), dtype=out.dtype, device=_xp.device(out)),
                     out)

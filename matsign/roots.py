@@ -42,7 +42,7 @@ def inverse_root(
     A: Array, p: float, /, *, method: str = "auto", eps: float = 0.0,
     eps_mode: str = "absolute", rank_rtol: float | None = None, clip_negative: bool = False,
     tol: float | None = None, max_steps: int | None = None, check_every: int = 1,
-    dtype: DType | None = None, xp: Namespace | None = None,
+    dtype: DType | None = None, check_finite: bool = True, xp: Namespace | None = None,
 ) -> Array:
     """The inverse p-th root ``A^(-1/p)`` of symmetric PSD matrices, batched.
 
@@ -87,6 +87,11 @@ def inverse_root(
         Compute dtype. ``"newton"`` iterates in it as given (e.g. ``torch.bfloat16``);
         ``"eigh"`` decomposes in it after half precisions are raised to float32.
         The result has ``A``'s dtype.
+    check_finite : bool, default True
+        Raise ValueError for inf or NaN in ``A`` (one host read), as in every matsign
+        routine; False skips the read and gives NaN for such matrices (as under
+        ``jax.jit``). The singular and indefinite checks read eigenvalues on the host
+        either way (skipped while tracing).
     xp : namespace, optional
         Array namespace; inferred from ``A`` when omitted.
 
@@ -164,7 +169,8 @@ def inverse_root(
     """
     return _root(A, p, inverse=True, name="inverse_root", method=method,
                  reg=_regularisation(eps, eps_mode, rank_rtol, clip_negative), tol=tol,
-                 max_steps=max_steps, check_every=check_every, dtype=dtype, xp=xp)
+                 max_steps=max_steps, check_every=check_every, dtype=dtype,
+                 check_finite=check_finite, xp=xp)
 
 
 @_checks.renamed_keywords(since="0.2", until="0.3", max_iter="max_steps")
@@ -172,7 +178,7 @@ def matrix_root(
     A: Array, p: float, /, *, method: str = "auto", eps: float = 0.0,
     eps_mode: str = "absolute", rank_rtol: float | None = None, clip_negative: bool = False,
     tol: float | None = None, max_steps: int | None = None, check_every: int = 1,
-    dtype: DType | None = None, xp: Namespace | None = None,
+    dtype: DType | None = None, check_finite: bool = True, xp: Namespace | None = None,
 ) -> Array:
     """The principal p-th root ``A^(1/p)`` of symmetric PSD matrices, batched.
 
@@ -215,13 +221,14 @@ def matrix_root(
     """
     return _root(A, p, inverse=False, name="matrix_root", method=method,
                  reg=_regularisation(eps, eps_mode, rank_rtol, clip_negative), tol=tol,
-                 max_steps=max_steps, check_every=check_every, dtype=dtype, xp=xp)
+                 max_steps=max_steps, check_every=check_every, dtype=dtype,
+                 check_finite=check_finite, xp=xp)
 
 
 def psd_power(
     A: Array, alpha: float, /, *, eps: float = 0.0, eps_mode: str = "absolute",
     rank_rtol: float | None = None, clip_negative: bool = False, dtype: DType | None = None,
-    xp: Namespace | None = None,
+    check_finite: bool = True, xp: Namespace | None = None,
 ) -> Array:
     """Any real power ``A^alpha`` of symmetric PSD matrices, by eigendecomposition.
 
@@ -233,7 +240,7 @@ def psd_power(
         The power; negative powers need ``A + ridge`` non-singular or ``rank_rtol``.
         With ``rank_rtol``, ``alpha=0`` gives the orthogonal projector onto the
         numerical range of ``A``; without it, the identity.
-    eps, eps_mode, rank_rtol, clip_negative, dtype, xp
+    eps, eps_mode, rank_rtol, clip_negative, dtype, check_finite, xp
         As in `inverse_root` (``"eigh"``).
 
     Returns
@@ -268,13 +275,23 @@ def psd_power(
     A = _checks.as_square_stack(A, "psd_power", xp=xp)
     if _checks.is_empty(A):
         return xp.zeros(A.shape, dtype=A.dtype, device=_xp.device(A))
-    return _power_eigh(A, alpha, reg, name="psd_power", dtype=dtype, xp=xp)
+    return _finite_or_nan(lambda X: _power_eigh(X, alpha, reg, name="psd_power", dtype=dtype,
+                                                xp=xp), A, check_finite, "psd_power", xp)
+
+
+def _finite_or_nan(compute, A, check_finite, name, xp):
+    """``compute(A)`` after the finiteness check, or with NaN for non-finite matrices."""
+    if check_finite:
+        _checks.check_finite(A, name, xp=xp)
+        return compute(A)
+    return _checks.nan_where_nonfinite(compute, A, xp=xp, fill="identity")
 
 
 # --- shared driver and validation ------------------------------------------------------------
 
 
-def _root(A, p, *, inverse, name, method, reg, tol, max_steps, check_every, dtype, xp):
+def _root(A, p, *, inverse, name, method, reg, tol, max_steps, check_every, dtype,
+          check_finite, xp):
     """Validate, choose the method and dispatch; see `inverse_root`."""
     xp = _xp.namespace(A, xp=xp)
     p = _checks.as_real(p, "p", name)
@@ -297,9 +314,12 @@ def _root(A, p, *, inverse, name, method, reg, tol, max_steps, check_every, dtyp
         return xp.zeros(A.shape, dtype=A.dtype, device=_xp.device(A))
     if method == "eigh":
         alpha = -1.0 / p if inverse else 1.0 / p
-        return _power_eigh(A, alpha, reg, name=name, dtype=dtype, xp=xp)
-    return _newton_root(A, p, inverse=inverse, reg=reg, tol=tol, max_steps=max_steps,
-                        check_every=check_every, dtype=dtype, name=name, xp=xp)
+        return _finite_or_nan(lambda X: _power_eigh(X, alpha, reg, name=name, dtype=dtype,
+                                                    xp=xp), A, check_finite, name, xp)
+    return _finite_or_nan(
+        lambda X: _newton_root(X, p, inverse=inverse, reg=reg, tol=tol, max_steps=max_steps,
+                               check_every=check_every, dtype=dtype, name=name, xp=xp),
+        A, check_finite, name, xp)
 
 
 def _choose_method(method, *, tol, max_steps, dtype, xp):
@@ -382,7 +402,6 @@ def _has_float64(A, xp):
 
 def _power_eigh(A, alpha, reg, *, name, dtype, xp):
     """``(A + ridge)^alpha`` as ``W W^T`` with ``W = U diag((lambda + ridge)^(alpha/2))``."""
-    _checks.check_finite(A, name, xp=xp)
     work = _xp.decomposition_dtype(_xp.compute_dtype(dtype, A.dtype, xp), xp)
     w, U = _eigh(_symmetrise(_cast(A, work, xp=xp), xp=xp), name, xp=xp)
     level = _rounding_level(A.shape[-1], A.dtype, work, xp)

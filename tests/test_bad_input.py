@@ -305,3 +305,25 @@ def test_a_state_dict_with_wrong_shapes_is_refused_before_anything_changes():
 def copy_state(opt):
     return {(i, k): v.clone() for i, s in enumerate(opt.state.values()) for k, v in s.items()
             if hasattr(v, "clone")}
+
+
+# --- check_finite: one meaning everywhere ---------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("routine", ["inverse_root", "matrix_root", "psd_power", "msign"])
+def test_check_finite_means_the_same_in_every_routine(backend, routine):
+    """True: ValueError naming the routine; False: NaN for the bad matrix, the finite
+    ones exact (float64 eigh / SVD oracles)."""
+    A = np.stack([np.diag([4.0, 1.0]), np.diag([np.nan, 1.0])])
+    call = {"inverse_root": lambda a, **k: inverse_root(a, 2, **k),
+            "matrix_root": lambda a, **k: matsign.matrix_root(a, 2, **k),
+            "psd_power": lambda a, **k: psd_power(a, -0.5, **k),
+            "msign": lambda a, **k: msign(a, method="svd", **k)}[routine]
+    with pytest.raises(ValueError, match=routine):
+        call(_as(backend, A), check_finite=True)
+    out = to_numpy(call(_as(backend, A), check_finite=False))
+    assert np.all(np.isnan(out[1]))
+    expected = {"inverse_root": np.diag([0.5, 1.0]), "matrix_root": np.diag([2.0, 1.0]),
+                "psd_power": np.diag([0.5, 1.0]), "msign": np.eye(2)}[routine]
+    np.testing.assert_allclose(out[0], expected, atol=1e-6)
