@@ -46,6 +46,8 @@ def _optimizer(name, params, **extra):
                        adjust_lr_fn="match_rms_adamw", **extra)
     if name == "Muon-bfloat16":
         return mt.Muon(params, lr=0.02, weight_decay=0.01, **extra)
+    if name == "Muon-split":  # per-block directions and scales inside the matrix work
+        return mt.Muon(params, lr=0.02, weight_decay=0.01, ns_dtype=None, split=2, **extra)
     if name == "AdamW":
         return mt.AdamW(params, lr=0.01, **extra)
     if name == "Lion":
@@ -56,6 +58,8 @@ def _optimizer(name, params, **extra):
 
 
 def _shapes(name):
+    if name == "Muon-split":  # even rows: two blocks each
+        return [s for s in MATRICES if s[0] % 2 == 0]
     return MATRICES if name.startswith("Muon") else MATRICES + VECTORS
 
 
@@ -246,6 +250,7 @@ def _scenarios():
             out[f"matches/{name}/{layout}"] = (_scenario_matches, name, layout)
     for layout in LAYOUTS:
         out[f"matches/Muon-bfloat16/{layout}"] = (_scenario_matches, "Muon-bfloat16", layout)
+        out[f"matches/Muon-split/{layout}"] = (_scenario_matches, "Muon-split", layout)
         out[f"nan/Muon/{layout}"] = (_scenario_nan, "Muon", layout)
     out["nan/AdamW/sharded"] = (_scenario_nan, "AdamW", "sharded")
     out["nan/Shampoo/sharded"] = (_scenario_nan, "Shampoo", "sharded")
@@ -313,6 +318,15 @@ def _result(ranks, key):
 def test_distributed_step_matches_the_single_process_run(ranks, name, layout):
     found = _result(ranks, f"matches/{name}/{layout}")
     assert found["relative"] <= 1e-5  # float32 compute, 10 steps
+    assert found["same_on_every_rank"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_split_muon_matches_the_single_process_run(ranks, layout):
+    """Blocks orthogonalised and scaled inside the matrix work, so the DDP gather and the
+    FSDP2 exchange carry finished directions."""
+    found = _result(ranks, f"matches/Muon-split/{layout}")
+    assert found["relative"] <= 1e-5
     assert found["same_on_every_rank"]
 
 

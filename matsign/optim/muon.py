@@ -14,7 +14,6 @@ from .transforms import (
     add_decayed_weights,
     orthogonalize,
     scale_by_learning_rate,
-    scale_by_shape,
     trace,
 )
 
@@ -114,8 +113,8 @@ def muon(
     return chain(
         trace(momentum, nesterov=nesterov, ema=ema, bias_correction=bias_correction),
         orthogonalize(schedule=schedule, steps=steps, eps=eps, dtype=dtype, method=method,
-                      split=split, split_axis=split_axis, dual_norm_step=dual_norm_step),
-        scale_by_shape(update_scale, split=split, split_axis=split_axis),
+                      split=split, split_axis=split_axis, dual_norm_step=dual_norm_step,
+                      update_scale=update_scale),
         add_decayed_weights(weight_decay, cautious=cautious_weight_decay),
         scale_by_learning_rate(learning_rate),
     )

@@ -55,7 +55,6 @@ from .transforms import (
     orthogonalize,
     scale_by_adam,
     scale_by_lion,
-    scale_by_shape,
     shape_scale,
     trace,
 )
@@ -622,17 +621,17 @@ class Muon(_StepperOptimizer):
                     raise ValueError(msg)
 
     def _stepper(self, group, work=None):
-        split = {"split": group.get("split"), "split_axis": group.get("split_axis", -2)}
-        parts = [
+        split = group.get("split")
+        return chain(
             trace(group["momentum"], nesterov=group["nesterov"], ema=True),
             orthogonalize(schedule=group["ns_coefficients"], steps=group["ns_steps"],
                           eps=group["eps"], dtype=group["ns_dtype"], match=group["match"],
                           dual_norm_step=group.get("dual_norm_step", False), work=work,
-                          **split),
-        ]
-        if split["split"] is not None:  # each block's own scale, inside the direction
-            parts.append(scale_by_shape(self._mode(group), **split))
-        return chain(*parts)
+                          split=split, split_axis=group.get("split_axis", -2),
+                          # each block's own scale, inside the matrix work (the transport
+                          # of a distributed step fills the directions after it)
+                          update_scale=None if split is None else self._mode(group)),
+        )
 
     def _compute_dtype(self, group):
         return group["ns_dtype"]

@@ -633,7 +633,7 @@ def orthogonalize(
     eps: float = 1e-7, dtype: DType | None = None, method: str = "newton_schulz",
     gram: bool | None = None, match: str | None = None,
     split: int | Sequence[int] | None = None, split_axis: int = -2,
-    dual_norm_step: bool = False,
+    dual_norm_step: bool = False, update_scale: str | float | None = None,
     work: Callable[[Callable[[Array], Array], Array], Array] | None = None,
 ) -> Stepper:
     """Replace each matrix by (an approximation of) its matrix sign ``U V^T``.
@@ -672,6 +672,9 @@ def orthogonalize(
         with its input ``N``: the dual (nuclear) norm of ``N`` when ``O = U V^T``, so the
         step is steepest descent under the spectral norm, ``||N||_* U V^T`` (Carlson et
         al., stochastic spectral descent; ``optax.contrib.muon``'s ``adaptive=True``).
+    update_scale : {"jordan", "moonlight", "spectral", "none"} or float, optional
+        Multiply each matrix (or block) by its Muon update scale (`shape_scale`), as
+        part of the matrix work: with ``split``, every block by its own. None: no scale.
     work : callable, optional
         ``work(fn, stack)``: who computes which matrices of a stack (the distribution
         seam, see `matsign.optim.every_matrix`, the default: all of them, here).
@@ -705,6 +708,8 @@ def orthogonalize(
     check_options(steps=steps, match=match)
 
     check_split(split, split_axis)
+    if update_scale is not None:
+        shape_scale((1, 1), update_scale)
     work = every_matrix if work is None else work
 
     def matrix_sign(G):
@@ -712,10 +717,10 @@ def orthogonalize(
             O = msign(G, method="svd", dtype=dtype)
         else:
             O = newton_schulz(G, schedule, **options)
-        if not dual_norm_step:
-            return O
-        xp = _xp.namespace(O)
-        return O * xp.sum(G * O, axis=(-2, -1), keepdims=True)
+        if dual_norm_step:
+            xp = _xp.namespace(O)
+            O = O * xp.sum(G * O, axis=(-2, -1), keepdims=True)
+        return O if update_scale is None else shape_scale(O.shape, update_scale) * O
 
     def blocks(G):
         return blockwise(matrix_sign, G, split, split_axis)
