@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 
 from . import _checks, _iterations, _xp
 from ._typing import Array, DType, Namespace
@@ -50,8 +51,14 @@ def msign(
         Iterate in Gram space (see `newton_schulz`); chosen by aspect ratio when None.
     rank_rtol : float, optional
         SVD only: singular values at or below ``rank_rtol * sigma_max`` are treated
-        as zero and their directions map to 0. Default ``eps * max(m, n)`` of the
-        dtype the SVD runs in (float32 for half-precision input).
+        as zero and their directions map to 0. Default ``eps * sqrt(max(m, n))`` of
+        the dtype the SVD runs in (float32 for half-precision input): the rounding
+        noise an SVD leaves on an exactly rank-deficient matrix grows like
+        ``sqrt(n) eps`` (a quarter of it, measured for torch's float32 SVD from 256 to
+        2048; LAPACK's through NumPy leaves less), so the cut sits about 4x above it,
+        while full-rank Gaussian matrices keep every direction with probability 99 %
+        at n = 1024 and 94 % at 4096 (``eps * max(m, n)`` kept 75 % and almost none).
+        See the guide page "Accuracy".
     dtype : dtype, optional
         Compute dtype. Newton–Schulz runs in it as given (e.g. ``torch.bfloat16``);
         the SVD runs in it after half precisions are raised to float32.
@@ -381,7 +388,7 @@ def _msign_svd(G, *, rank_rtol, dtype, xp):
     """Exact ``U_r V_r^T``; a matrix holding inf or NaN maps to all NaN."""
     work = _xp.decomposition_dtype(_xp.compute_dtype(dtype, G.dtype, xp), xp)
     if rank_rtol is None:
-        rank_rtol = xp.finfo(work).eps * max(G.shape[-2:])
+        rank_rtol = float(xp.finfo(work).eps) * math.sqrt(max(G.shape[-2:]))
 
     def factor(X):
         U, S, Vh = _xp.svd(_xp.scaled_by_largest(X, xp=xp)[0], xp=xp)  # U V^T of X / s

@@ -327,3 +327,41 @@ def test_check_finite_means_the_same_in_every_routine(backend, routine):
     expected = {"inverse_root": np.diag([0.5, 1.0]), "matrix_root": np.diag([2.0, 1.0]),
                 "psd_power": np.diag([0.5, 1.0]), "msign": np.eye(2)}[routine]
     np.testing.assert_allclose(out[0], expected, atol=1e-6)
+
+
+# --- 4: the default rank cut of the SVD path --------------------------------------------------
+
+
+def _rank_cases(n, rng):
+    g = rng.standard_normal((n, n))
+    g[: n // 2] = 0
+    return {"outer": (rng.standard_normal((n, 1)) @ rng.standard_normal((1, n)), 1),
+            "zero rows": (g, n - n // 2),
+            "rank n/4": (rng.standard_normal((n, n // 4)) @ rng.standard_normal((n // 4, n)),
+                         n // 4)}
+
+
+@pytest.mark.parametrize("n", [64, 192])
+def test_exactly_rank_r_float32_inputs_keep_rank_r(backend, n):
+    """The SVD's rounding noise on exactly rank-deficient inputs stays below the cut:
+    U_r V_r^T has exactly r unit singular values (float64 SVD of the result)."""
+    rng = np.random.default_rng(n)
+    for name, (A, r) in _rank_cases(n, rng).items():
+        X = backend.asarray(A.astype(np.float32), "float32")
+        Q = to_numpy(msign(X, method="svd")).astype(np.float64)
+        s = np.linalg.svd(Q, compute_uv=False)
+        assert np.sum(s > 0.5) == r, name
+        np.testing.assert_allclose(s[:r], 1.0, atol=1e-4, err_msg=name)
+
+
+def test_full_rank_float32_gaussians_keep_every_direction(backend):
+    """Directions well above the rounding level are kept: for these draws sigma_min /
+    sigma_max (float64 SVD) is well above the cut eps * sqrt(n)."""
+    eps = float(np.finfo(np.float32).eps)
+    for seed in range(2):
+        A = np.random.default_rng(100 + seed).standard_normal((256, 256)).astype(np.float32)
+        s64 = np.linalg.svd(A.astype(np.float64), compute_uv=False)
+        assert s64[-1] / s64[0] > 10 * eps * np.sqrt(256)  # the draw is clearly full rank
+        Q = to_numpy(msign(backend.asarray(A, "float32"), method="svd")).astype(np.float64)
+        s = np.linalg.svd(Q, compute_uv=False)
+        np.testing.assert_allclose(s, 1.0, atol=1e-3)
