@@ -66,7 +66,8 @@ def namespace(*arrays, xp=None):
     if xp is not None and not arrays:
         return xp
     try:
-        found = array_api_compat.array_namespace(*arrays)
+        found = (_torch_namespace() if arrays and all(_is_torch(a) for a in arrays)
+                 else array_api_compat.array_namespace(*arrays))
     except TypeError as exc:
         kinds = sorted({type(a).__module__ + "." + type(a).__name__ for a in arrays})
         msg = f"matsign needs arrays of a single array library; got {', '.join(kinds)}"
@@ -78,17 +79,32 @@ def namespace(*arrays, xp=None):
             raise TypeError(msg)
         return xp
     xp = found
-    if _UNREGISTERED and array_api_compat.is_jax_namespace(xp):
+    if _UNREGISTERED and (_library(xp) == "jax"):
         _register_static()
     return xp
 
 
 def _library(xp):
-    """The array library a namespace belongs to (its compat wrapper and itself alike)."""
-    for kind in ("numpy", "torch", "jax", "cupy", "array_api_strict", "dask", "ndonnx"):
-        if getattr(array_api_compat, f"is_{kind}_namespace")(xp):
-            return kind
-    return getattr(xp, "__name__", repr(xp))
+    """The array library a namespace belongs to (its compat wrapper and itself alike).
+
+    Read from the module's name: array-api-compat's ``is_*_namespace`` helpers go
+    through ``functools.lru_cache``, which ``torch.compile`` warns about in every graph.
+    """
+    name = getattr(xp, "__name__", repr(xp)).removeprefix("array_api_compat.")
+    return "jax" if name in ("jax.numpy", "jax.experimental.array_api") else name
+
+
+def _is_torch(x):
+    """Whether ``x`` is a torch tensor, without importing torch (traceable by Dynamo)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _torch_namespace():
+    """array-api-compat's torch namespace (an import, not a cache: Dynamo traces it)."""
+    import array_api_compat.torch as compat_torch
+
+    return compat_torch
 
 
 _UNREGISTERED: list[type] = []
@@ -124,7 +140,7 @@ def device(x):
     shape only (a 0-d counter cannot be sharded like a matrix), and an array made
     without a device follows the computation it enters (uncommitted), on its devices.
     """
-    where = array_api_compat.device(x)
+    where = x.device if _is_torch(x) else array_api_compat.device(x)
     if len(getattr(where, "device_set", ())) > 1:  # a jax.sharding.Sharding
         return None
     return where
@@ -134,7 +150,7 @@ def to_numpy(x):
     """Copy ``x`` to a NumPy array on the host (tests and the command line only)."""
     import numpy as np
 
-    if array_api_compat.is_torch_array(x):
+    if _is_torch(x):
         return x.detach().cpu().float().numpy() if _is_torch_half(x) else x.detach().cpu().numpy()
     if array_api_compat.is_cupy_array(x):
         return x.get()
@@ -212,7 +228,7 @@ def frobenius_norm(x, *, xp):
     neither overflow nor underflow; an all-zero matrix has norm 0. torch takes
     ``amax`` from ``amax``/``amin`` reductions (no ``abs`` temporary).
     """
-    if array_api_compat.is_torch_namespace(xp) and x.dtype.is_floating_point:
+    if (_library(xp) == "torch") and x.dtype.is_floating_point:
         import torch
 
         scale = torch.maximum(torch.amax(x, dim=(-2, -1), keepdim=True),
@@ -243,14 +259,14 @@ def is_traced(x) -> bool:
     Loops that stop on a host-read residual (``msign(tol=...)``, ``inverse_root(method=
     "newton")``) raise one clear error instead (`raise_if_traced`).
     """
+    if _is_torch(x):
+        import torch
+
+        return bool(torch.compiler.is_compiling())
     if array_api_compat.is_jax_array(x):
         import jax
 
         return isinstance(x, jax.core.Tracer)
-    if array_api_compat.is_torch_array(x):
-        import torch
-
-        return bool(torch.compiler.is_compiling())
     return False
 
 
@@ -266,11 +282,11 @@ def raise_if_traced(x, what: str) -> None:
 def reads_free(x):
     """Whether reading a value of ``x`` on the host stalls no device (NumPy, torch CPU,
     array-api-strict): there a decision may be taken on the host at no cost."""
-    if array_api_compat.is_torch_array(x):
+    if _is_torch(x):
         return x.device.type == "cpu"
     xp = array_api_compat.array_namespace(x)
-    return (array_api_compat.is_numpy_namespace(xp)
-            or array_api_compat.is_array_api_strict_namespace(xp))
+    return ((_library(xp) == "numpy")
+            or (_library(xp) == "array_api_strict"))
 
 
 def cond(pred, true_fn, false_fn, *operands):
@@ -284,7 +300,7 @@ def cond(pred, true_fn, false_fn, *operands):
     on the CPU and array-api-strict (`reads_free`); one host read, a device sync, per
     call for CUDA tensors and CuPy arrays; a graph break under ``torch.compile``.
     """
-    if array_api_compat.is_jax_array(pred):
+    if not _is_torch(pred) and array_api_compat.is_jax_array(pred):
         import jax
 
         return jax.lax.cond(pred, true_fn, false_fn, *operands)
@@ -300,7 +316,8 @@ def while_loop(cond_fn, body_fn, init):
     ``cond_fn`` on the host each time: free when it is a Python bool or a host array,
     one sync per step on CUDA and CuPy.
     """
-    if any(array_api_compat.is_jax_array(leaf) for leaf in _leaves(init)):
+    if any(not _is_torch(leaf) and array_api_compat.is_jax_array(leaf)
+           for leaf in _leaves(init)):
         import jax
 
         return jax.lax.while_loop(cond_fn, body_fn, init)
@@ -321,7 +338,7 @@ def all_finite(x, *, xp):
     extremes; 20x faster than ``isfinite(x).all()`` at 28 M float32 entries, which
     writes a boolean temporary); elsewhere ``all(isfinite(x))``.
     """
-    if array_api_compat.is_torch_namespace(xp) and x.dtype.is_floating_point and x.numel():
+    if (_library(xp) == "torch") and x.dtype.is_floating_point and x.numel():
         import torch
 
         low, high = torch.aminmax(x)
@@ -334,9 +351,9 @@ def as_contiguous(x, *, xp):
 
     A transposed view kept through a matmul loop costs about 30 % on CPU BLAS.
     """
-    if array_api_compat.is_torch_namespace(xp):
+    if (_library(xp) == "torch"):
         return x.contiguous()
-    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
+    if (_library(xp) == "numpy") or (_library(xp) == "cupy"):
         import numpy as np  # noqa: F401  (cupy arrays implement the same method)
 
         return x.copy(order="C") if not x.flags.c_contiguous else x
@@ -348,10 +365,10 @@ def matmul_add(a, b, c, *, alpha, beta, xp):
 
     ``c`` is not modified. The result may be a new array that the caller owns.
     """
-    if array_api_compat.is_torch_namespace(xp):
+    if (_library(xp) == "torch"):
         fused = xp.addmm if a.ndim == 2 else _torch_baddbmm
         return fused(c, a, b, beta=beta, alpha=alpha)
-    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
+    if (_library(xp) == "numpy") or (_library(xp) == "cupy"):
         out = a @ b
         out *= alpha  # in place: no second m x m temporary on the hot path
         out += beta * c
@@ -369,7 +386,7 @@ def symmetric_square_add(a, *, alpha, beta, xp, symmetric=True):
     """
     if symmetric and _blocked(a, xp):
         return _torch_symmetric_product(a, a, a, alpha=alpha, beta=beta)
-    if array_api_compat.is_numpy_namespace(xp) and a.ndim == 2 and a.shape[-1] >= 512:
+    if (_library(xp) == "numpy") and a.ndim == 2 and a.shape[-1] >= 512:
         return matmul_add(a, a.T, a, alpha=alpha, beta=beta, xp=xp)
     return matmul_add(a, a, a, alpha=alpha, beta=beta, xp=xp)
 
@@ -418,7 +435,7 @@ def gram(x, *, xp, symmetric=True):
 
 def _blocked(x, xp):
     """Whether the blocked symmetric products win for ``x`` (measured, see the constants)."""
-    if not array_api_compat.is_torch_namespace(xp) or x.device.type != "cpu":
+    if not (_library(xp) == "torch") or x.device.type != "cpu":
         return False  # NumPy has syrk; GPUs and the portable path are not measured
     start = SYMMETRIC_BLOCKED_FROM_HALF if _is_torch_half(x) else SYMMETRIC_BLOCKED_FROM
     return x.shape[-2] >= start
@@ -503,7 +520,7 @@ def each_matrix(fn, x, *, xp):
 
 def _loops_pay(x, xp):
     """Whether `each_matrix` should loop (torch, CPU, float32/64, a stack of large matrices)."""
-    return (array_api_compat.is_torch_namespace(xp) and x.device.type == "cpu" and x.ndim > 2
+    return ((_library(xp) == "torch") and x.device.type == "cpu" and x.ndim > 2
             and not _is_torch_half(x) and x.shape[-2] >= LOOP_FROM)
 
 
@@ -514,7 +531,7 @@ def add_constant_then_matmul(b, x, value, *, xp, symmetric=False):
     uses); elsewhere the diagonal of the small ``b`` is updated, no m x n temporary.
     ``symmetric=True`` says ``b`` is symmetric (see `symmetric_matmul`).
     """
-    if array_api_compat.is_torch_namespace(xp):
+    if (_library(xp) == "torch"):
         b = b.mT if symmetric and _transpose_pays(b, xp) else b
         return matmul_add(b, x, x, alpha=1.0, beta=value, xp=xp)
     return add_diagonal(b, value, xp=xp) @ x
@@ -534,7 +551,7 @@ def symmetric_matmul(s, x, *, xp, symmetric=True):
 
 def _transpose_pays(s, xp):
     """Whether ``s^T @ x`` beats ``s @ x`` (torch, CPU, half precision: measured)."""
-    return (array_api_compat.is_torch_namespace(xp) and s.device.type == "cpu"
+    return ((_library(xp) == "torch") and s.device.type == "cpu"
             and _is_torch_half(s))
 
 
@@ -543,10 +560,10 @@ def add_diagonal(a, value, *, xp):
 
     On NumPy, CuPy and torch the diagonal is updated in place (no m x m identity).
     """
-    if array_api_compat.is_torch_namespace(xp):
+    if (_library(xp) == "torch"):
         a.diagonal(dim1=-2, dim2=-1).add_(value)
         return a
-    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
+    if (_library(xp) == "numpy") or (_library(xp) == "cupy"):
         if a.flags.c_contiguous:
             n = a.shape[-1]
             a.reshape((*a.shape[:-2], n * n))[..., :: n + 1] += value
@@ -560,7 +577,7 @@ def synchronize(x):
     CUDA tensors and CuPy arrays are computed asynchronously, so a timer must wait
     for them; on the CPU backends this is a no-op.
     """
-    if array_api_compat.is_torch_array(x) and x.device.type == "cuda":
+    if _is_torch(x) and x.device.type == "cuda":
         import torch
 
         torch.cuda.synchronize(x.device)
@@ -596,7 +613,7 @@ def svd(a, *, xp):
     As in `eigh`, NumPy float32 input goes through SciPy's true float32 LAPACK path
     (``gesdd``) when SciPy is installed: NumPy's own computes it in float64.
     """
-    if array_api_compat.is_numpy_namespace(xp) and a.dtype == xp.float32:
+    if (_library(xp) == "numpy") and a.dtype == xp.float32:
         try:
             import scipy.linalg
         except ImportError:
@@ -619,7 +636,7 @@ def eigh(a, *, xp):
     n = 128 on (below, looping over a batch in Python costs more than it saves). Failures
     raise the backend's error (NumPy's ``LinAlgError``, torch's ``_LinAlgError``).
     """
-    if array_api_compat.is_numpy_namespace(xp) and a.dtype == xp.float32 and a.shape[-1] >= 128:
+    if (_library(xp) == "numpy") and a.dtype == xp.float32 and a.shape[-1] >= 128:
         try:
             import scipy.linalg
         except ImportError:

@@ -540,3 +540,20 @@ def test_muon_split_orthogonalises_each_block_of_a_fused_weight(split):
         blocks.append((X.T if b.shape[0] > b.shape[1] else X)
                       * np.sqrt(max(1.0, b.shape[0] / b.shape[1])))
     np.testing.assert_allclose(w.detach().numpy(), -np.concatenate(blocks), atol=1e-10)
+
+
+def test_torch_compile_of_msign_warns_nothing():
+    """Namespace and device lookups avoid array-api-compat's lru_cache'd helpers, which
+    Dynamo warns about once per call site (a wall of 72 lines before)."""
+    import warnings
+
+    import matsign
+
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        G = torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
+        Q = torch.compile(matsign.msign)(G)
+    assert not [w for w in caught if "lru_cache" in str(w.message)]
+    s = torch.linalg.svdvals(Q.double())
+    assert float((s - 1).abs().max()) < 1e-5  # float32 input: the SVD path, as eagerly
