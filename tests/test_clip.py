@@ -146,3 +146,24 @@ def test_inputs_are_not_modified_and_jit_traces():
     for got, want in zip(out, optim.qk_clip_mla(w_q, w_q, w_k, logits, threshold=1.0,
                                                 num_heads=HEADS), strict=True):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
+
+
+def test_the_torch_helper_clips_in_place():
+    """qk_clip_ writes the functional result into the modules' weights (same bits)."""
+    torch = pytest.importorskip("torch")
+    from matsign.optim.torch import qk_clip_
+
+    x, w_q, w_k = _layer()
+    q = torch.nn.Linear(D_MODEL, HEADS * HEAD_DIM, bias=False, dtype=torch.float64)
+    k = torch.nn.Linear(D_MODEL, HEADS * HEAD_DIM, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        q.weight.copy_(torch.from_numpy(w_q))
+        k.weight.copy_(torch.from_numpy(w_k))
+    logits = max_logits(x, w_q, w_k)
+    tau = float(np.median(logits))
+    gamma = qk_clip_(q, k.weight, torch.from_numpy(logits), threshold=tau, num_heads=HEADS)
+    want_q, want_k = optim.qk_clip(w_q, w_k, logits, threshold=tau, num_heads=HEADS)
+    np.testing.assert_array_equal(q.weight.detach().numpy(), want_q)
+    np.testing.assert_array_equal(k.weight.detach().numpy(), want_k)
+    np.testing.assert_allclose(gamma.numpy(), np.minimum(1.0, tau / logits), rtol=1e-12)
+    assert q.weight.requires_grad  # still a parameter

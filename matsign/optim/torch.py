@@ -59,8 +59,10 @@ from .transforms import (
     trace,
 )
 
-__all__ = ["SOAP", "AdaMuon", "Adafactor", "AdamW", "Lion", "ModelOptimizer", "Muon", "NorMuon",
-           "Shampoo", "Tiger", "module_labels"]
+__all__ = [
+    "SOAP", "AdaMuon", "Adafactor", "AdamW", "Lion", "ModelOptimizer", "Muon", "NorMuon",
+    "Shampoo", "Tiger", "module_labels", "qk_clip_",
+]
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]  # as torch.optim takes them
 
@@ -1593,3 +1595,56 @@ class NorMuon(_SecondMomentMuon):
                        f"Shard(0)) are not supported; use neurons='rows'")
                 raise ValueError(msg)
         super()._step_group(index, group)
+
+
+@torch.no_grad()
+def qk_clip_(
+    w_q: torch.Tensor | torch.nn.Linear, w_k: torch.Tensor | torch.nn.Linear,
+    max_logits: torch.Tensor, *, threshold: float, num_heads: int, alpha: float = 0.5,
+    num_kv_heads: int | None = None,
+) -> torch.Tensor:
+    """MuonClip's QK-Clip in place, for a training loop that recorded each head's max logit.
+
+    `matsign.optim.qk_clip` on the weights of a query and a key projection (torch's
+    ``nn.Linear`` layout, heads contiguous along the rows), written back into them.
+
+    Parameters
+    ----------
+    w_q, w_k : Tensor or nn.Linear
+        The query and key projections (their ``weight``).
+    max_logits : Tensor of shape (num_heads,)
+        Each query head's largest pre-softmax logit over the batch.
+    threshold, num_heads, alpha, num_kv_heads
+        See `matsign.optim.qk_clip`.
+
+    Returns
+    -------
+    Tensor
+        The clip factors ``gamma_h`` (1 for heads at or below the threshold).
+
+    Raises
+    ------
+    ValueError
+        As `matsign.optim.qk_clip`, and for sharded DTensor weights (call it on the
+        full weights).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from matsign.optim.torch import qk_clip_
+    >>> q, k = torch.nn.Linear(4, 4, bias=False), torch.nn.Linear(4, 4, bias=False)
+    >>> gamma = qk_clip_(q, k, torch.tensor([400.0, 50.0]), threshold=100.0, num_heads=2)
+    >>> gamma
+    tensor([0.2500, 1.0000])
+    """
+    from .clip import clip_factors, qk_clip
+
+    weights = [w.weight if isinstance(w, torch.nn.Linear) else w for w in (w_q, w_k)]
+    if any(distributed.local(w) is not w for w in weights):
+        msg = "qk_clip_: the weights are sharded DTensors; clip the full weights"
+        raise ValueError(msg)
+    new_q, new_k = qk_clip(*weights, max_logits, threshold=threshold, num_heads=num_heads,
+                           alpha=alpha, num_kv_heads=num_kv_heads)
+    weights[0].copy_(new_q)
+    weights[1].copy_(new_k)
+    return clip_factors(max_logits, threshold)
