@@ -1,9 +1,13 @@
 """``python -m matsign compare``: time and accuracy of every msign method in one run.
 
-Each row times one way of computing ``msign(G) = U V^T`` on the same Gaussian input
-(NumPy float64 with a fixed seed, moved to the chosen backend and dtype) and reports
-the median wall time, the achieved GFLOP/s against the GEMM rate measured in the same
-run, the orthogonality error and the distance to the float64 SVD factor.
+Each row times one way of computing ``msign(G) = U V^T`` on the same input and reports
+the spread of its wall times over interleaved rounds, the achieved fraction of the GEMM
+rate (a GEMM is timed just before every run), the orthogonality error it reached beside
+the one its schedule's band predicts, and the distance to the float64 SVD factor.
+
+The default input has a controlled spectrum: singular values log-spaced so that
+``sigma_min / ||G||_F`` is the ``lower = 1e-3`` the presets are designed for; ``--input``
+takes a user's matrix from a ``.npy`` file instead, whose spectrum is what it is.
 
 This module may import torch, cupy and scipy, lazily; ``import matsign`` never loads it.
 """
@@ -19,47 +23,67 @@ import platform
 import statistics
 import sys
 import textwrap
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .. import __version__, _xp, polynomials
-from ..polar import msign, orthogonality_error
+from ..polar import msign
+from ..testing import matrix_with_singular_values
 from . import UsageError
-from .timing import gemm_fraction, gemm_like, limit_threads, newton_schulz_flops, time_runs
+from .timing import (
+    gemm_fraction,
+    gemm_like,
+    limit_threads,
+    median_ratio,
+    newton_schulz_flops,
+    time_interleaved,
+)
 
 __all__ = ["DESCRIPTION", "add_arguments", "compare", "run"]
 
 BACKENDS = ("numpy", "torch", "cupy")
 DTYPES = ("float32", "float64", "bfloat16")
+DESIGN_LOWER = 1e-3  # the sigma_min / ||G||_F the presets are designed for
+DEFAULT_SHAPE = (1024, 1024)
 _HOST = ("numpy ", "scipy ")  # runs_on prefix of the reference rows computed on a NumPy copy
 
 DESCRIPTION = """\
-Time every way of computing msign(G) = U V^T on one Gaussian matrix and report, per
-method: steps, median time, achieved GFLOP/s and its fraction of the GEMM rate measured
-in the same run, orthogonality error max|sigma_i(Q) - 1|, and the relative Frobenius
-distance to the exact factor from a float64 NumPy SVD of the same input.
+Time every way of computing msign(G) = U V^T on one matrix and report, per method: steps,
+median, min and max time over interleaved rounds, the fraction of the GEMM rate it
+achieves, the orthogonality error max|sigma_i(Q) - 1| its schedule's band predicts beside
+the one measured, and the relative Frobenius distance to the exact factor from a float64
+NumPy SVD of the same input.
 
-The GEMM is (m x m) @ (m x n) in the same backend and dtype. It is timed once at the
-start (the header) and again just before each timed Newton-Schulz run; "of GEMM" is
-the median of those paired ratios, so load from other processes affects both alike.
+Input: by default singular values log-spaced so that sigma_min/||G||_F = 1e-3 (--lower),
+the range the Newton-Schulz presets are designed for, with Haar-random singular vectors.
+A matrix of your own (--input G.npy) is used as it is: its sigma_min/||G||_F comes from a
+float64 SVD and the predicted errors are the bands for that value. Below 1e-3 most
+presets stop short of 1: the predicted column shows by how much.
 
-Rows: matsign's exact "svd", one Newton-Schulz row per preset schedule (its default
-steps), and references: numpy.linalg.svd and scipy.linalg.polar (on a NumPy copy),
-plus the backend's own SVD (torch.linalg.svd, cupy.linalg.svd). GFLOP/s counts the
-plain iteration's products: on m x n (m <= n), 4 m^2 n per step plus 2 m^3 per extra
-Horner product (4 m^2 n + 2 m^3 for a quintic), so a kernel that needs fewer flops
-(the Gram-space loop msign picks for wide or tall input, NumPy's syrk for X X^T) shows
-an effective rate, and may pass 1.0 of GEMM. SVD rows have no flop count."""
+Timing: every round runs each row once (after --warmup untimed rounds), so that load
+from other processes spreads over all rows instead of distorting a few, and the ratios
+matsign svd / reference are taken within a round. A GEMM (m x m) @ (m x n) of the same
+backend and dtype is timed just before every run; "of GEMM" is the median over rounds of
+the run's flop rate over that GEMM's. Flops count the plain iteration's products: on
+m x n (m <= n), 4 m^2 n per step plus 2 m^3 per extra Horner product, so a kernel that
+needs fewer (the Gram-space loop msign picks for wide or tall input, NumPy's syrk for
+X X^T) shows an effective rate, and may pass 1.0 of GEMM. SVD rows have no flop count.
+
+Progress, with an estimate of the time left, goes to stderr (with --json only when
+stderr is a terminal); --quiet turns it off."""
 
 EPILOG = """\
 examples:
-  python -m matsign compare                                 # NumPy float32 1024x1024
-  python -m matsign compare --shape 1024 4096 --threads 2
-  python -m matsign compare --shape 16 512 512              # a batch of 16 matrices
+  python -m matsign compare                              # NumPy float32 1024x1024
+  python -m matsign compare --shape 1024x4096 --threads 2
+  python -m matsign compare --shape 16x512x512           # a batch of 16 matrices
+  python -m matsign compare --lower 1e-5                 # below the presets' range
+  python -m matsign compare --input G.npy                # your own matrix
   python -m matsign compare --backend torch --dtype bfloat16
   python -m matsign compare --methods svd,jordan,polar_express --repeats 9
-  python -m matsign compare --json > compare.json           # rows, GEMM rate, machine"""
+  python -m matsign compare --json > compare.json        # rows, GEMM rate, machine"""
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,21 @@ class Setup:
 
 
 @dataclass(frozen=True)
+class Source:
+    """Where the input comes from: a log-spaced spectrum, or a ``.npy`` file."""
+
+    lower: float | None = DESIGN_LOWER  # sigma_min / ||G||_F of the generated input
+    path: str | None = None
+    seed: int = 0
+
+    def load(self, shape):
+        """The float64 input: the file's matrix, or the generated one of ``shape``."""
+        if self.path is not None:
+            return load_matrix(self.path)
+        return log_spaced_matrix(shape, self.lower, seed=self.seed)
+
+
+@dataclass(frozen=True)
 class Method:
     """One row of the table: a zero-argument callable returning ``Q`` and its cost."""
 
@@ -83,6 +122,16 @@ class Method:
     steps: int | None = None
     flops: float | None = None
     runs_on: str = ""
+    schedule: polynomials.Schedule | None = None
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """What the rows see of the input's singular values (smallest over a stack)."""
+
+    sigma_min_ratio: float  # sigma_min / ||G||_F
+    sigma_max_ratio: float  # sigma_max / ||G||_F
+    condition_number: float  # sigma_max / sigma_min (inf when rank-deficient)
 
 
 @dataclass
@@ -90,41 +139,52 @@ class Report:
     """Everything one run measured; `to_dict` is the ``--json`` output."""
 
     setup: Setup
-    seed: int
+    source: Source
+    spectrum: Spectrum
     repeats: int
     warmup: int
     threads: int | None
-    sigma_min_ratio: float
     gemm: dict
     machine: dict
     rows: list = field(default_factory=list)
+    input_dtype: str = ""  # the file's dtype, for --input
 
     def svd_time_ratios(self):
-        """Median time of matsign's ``svd`` row over each reference SVD row's."""
-        times = {row["method"]: row["median_ms"] for row in self.rows}
+        """Median over rounds of matsign ``svd``'s time over each reference SVD row's."""
+        times = {row["method"]: row["times"] for row in self.rows}
         references = [name for name, _ in _reference_factories(self.setup.backend)]
         if "svd" not in times:
             return {}
-        return {name: times["svd"] / times[name] for name in references if name in times}
+        return {name: median_ratio(times["svd"], times[name]) for name in references
+                if name in times}
 
     def to_dict(self):
         """The report as plain JSON-ready Python objects."""
         return {
             "command": "compare",
             "matsign_version": __version__,
-            "input": {
-                "backend": self.setup.backend,
-                "device": str(self.setup.device),
-                "dtype": self.setup.dtype_name,
-                "shape": list(self.setup.shape),
-                "seed": self.seed,
-                "sigma_min_over_frobenius": self.sigma_min_ratio,
-            },
-            "timing": {"repeats": self.repeats, "warmup": self.warmup, "threads": self.threads},
+            "input": self._input_dict(),
+            "timing": {"repeats": self.repeats, "warmup": self.warmup, "threads": self.threads,
+                       "order": "interleaved"},
             "gemm": self.gemm,
             "rows": [_finite_or_none(row) for row in self.rows],
             "svd_time_ratio": self.svd_time_ratios(),
             "machine": self.machine,
+        }
+
+    def _input_dict(self):
+        s, source = self.setup, self.source
+        return {
+            "backend": s.backend, "device": str(s.device), "dtype": s.dtype_name,
+            "shape": list(s.shape),
+            "source": "file" if source.path else "log-spaced",
+            "path": source.path, "file_dtype": self.input_dtype or None,
+            "seed": None if source.path else source.seed,
+            "lower": None if source.path else source.lower,
+            **_finite_or_none({
+                "sigma_min_over_frobenius": self.spectrum.sigma_min_ratio,
+                "sigma_max_over_frobenius": self.spectrum.sigma_max_ratio,
+                "condition_number": self.spectrum.condition_number}),
         }
 
 
@@ -133,8 +193,14 @@ class Report:
 
 def add_arguments(parser):
     """Register the ``compare`` options on an `argparse.ArgumentParser`."""
-    parser.add_argument("--shape", type=int, nargs="+", default=[1024, 1024], metavar="N",
-                        help="matrix shape M N, or B... M N for a batch (default: 1024 1024)")
+    parser.add_argument("--shape", nargs="+", default=None, metavar="N",
+                        help="matrix shape MxN or M N, or B...xMxN for a batch "
+                             "(default: 1024x1024)")
+    parser.add_argument("--lower", type=float, default=None,
+                        help="sigma_min/||G||_F of the generated input (default: 1e-3, the "
+                             "presets' design range)")
+    parser.add_argument("--input", default=None, metavar="G.npy",
+                        help="compare on this matrix (or stack) from numpy.save instead")
     parser.add_argument("--dtype", default="float32",
                         help=f"{', '.join(DTYPES)} (bfloat16: torch only; default: float32)")
     parser.add_argument("--backend", default="numpy",
@@ -143,13 +209,14 @@ def add_arguments(parser):
                         help="torch device such as cpu or cuda:0 (default: cuda when available)")
     parser.add_argument("--methods", default=None, metavar="A,B,...",
                         help="comma-separated rows to run (default: all; see the list below)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="timed runs per row; the median is reported (default: 5)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed rounds; rows report median, min and max (default: 3)")
     parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed runs before timing each row (default: 1)")
+                        help="untimed rounds before them (default: 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="pin BLAS (threadpoolctl) and torch threads to this many")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the Gaussian input")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the generated input and of the GEMM operands")
     parser.add_argument("--json", action="store_true",
                         help="print machine-readable JSON on stdout instead of the table")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -166,25 +233,59 @@ def run(args):
         For a bad option value (unknown backend or dtype, a backend not installed, ...).
     """
     _check_counts(args)
-    setup = make_setup(args.backend, args.dtype, args.shape, device=args.device)
+    source = _source(args)
+    shape = parse_shape(args.shape) if args.shape else DEFAULT_SHAPE
+    setup = make_setup(args.backend, args.dtype, shape, device=args.device)
     chosen = _chosen_methods(args.methods, setup.backend)
-    progress = Progress(enabled=not (args.quiet or args.json))
-    with limit_threads(args.threads), contextlib.closing(progress):
-        report = compare(setup, methods=chosen, repeats=args.repeats, warmup=args.warmup,
-                         seed=args.seed, threads=args.threads, progress=progress)
+    host = source.load(shape)  # before any progress: a bad file or --lower is a one-line error
+    setup = replace(setup, shape=host.shape)
+    progress = Progress(enabled=not args.quiet and (not args.json or sys.stderr.isatty()))
+    with contextlib.closing(progress):
+        report = compare(setup, host, methods=chosen, source=source, repeats=args.repeats,
+                         warmup=args.warmup, threads=args.threads, progress=progress)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0
 
 
 def _check_counts(args):
-    if len(args.shape) < 2 or min(args.shape) < 1:
-        msg = f"--shape needs at least two positive sizes (M N or B... M N); got {args.shape}"
-        raise UsageError(msg)
     if args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         msg = "--repeats and --threads must be at least 1 and --warmup at least 0"
         raise UsageError(msg)
     if args.threads is not None and importlib.util.find_spec("threadpoolctl") is None:
         raise UsageError("--threads needs threadpoolctl (pip install threadpoolctl)")
+
+
+def _source(args):
+    """The `Source` the options name; ``--input`` excludes ``--shape`` and ``--lower``."""
+    if args.input is not None:
+        given = [name for name, value in (("--shape", args.shape), ("--lower", args.lower))
+                 if value is not None]
+        if given:
+            msg = f"--input takes its shape and spectrum from the file; drop {' and '.join(given)}"
+            raise UsageError(msg)
+        return Source(lower=None, path=args.input, seed=args.seed)
+    lower = DESIGN_LOWER if args.lower is None else args.lower
+    return Source(lower=lower, seed=args.seed)
+
+
+def parse_shape(tokens):
+    """``["1024x4096"]``, ``["1024", "4096"]`` or ``["16", "512x512"]`` as a tuple of ints.
+
+    Raises
+    ------
+    UsageError
+        Unless the sizes are at least two positive integers.
+    """
+    text = "x".join(tokens).lower().replace("×", "x")
+    try:
+        shape = tuple(int(size) for size in text.split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or min(shape) < 1:
+        msg = ("--shape needs at least two positive sizes, as MxN, M N or B...xMxN; "
+               f"got {' '.join(tokens)!r}")
+        raise UsageError(msg)
+    return shape
 
 
 def make_setup(backend, dtype_name, shape, *, device=None):
@@ -253,7 +354,7 @@ def _chosen_methods(spec, backend):
 
 
 def _method_factories(backend):
-    """``(name, factory)`` pairs; ``factory(setup, G, host)`` builds the `Method`."""
+    """``(name, factory)`` pairs in table order; ``factory(setup, G, host)`` builds the `Method`."""
     factories = [("svd", _matsign_svd)]
     factories += [(name, _newton_schulz_factory(name)) for name in polynomials.names()]
     return factories + _reference_factories(backend)
@@ -281,7 +382,7 @@ def _newton_schulz_factory(name):
         def call():
             return msign(G, method="newton_schulz", schedule=name)
 
-        return Method(name, call, schedule.default_steps, flops, _label(setup))
+        return Method(name, call, schedule.default_steps, flops, _label(setup), schedule)
 
     return factory
 
@@ -319,103 +420,238 @@ def _label(setup):
     return f"{setup.backend} {setup.dtype_name} on {setup.device}"
 
 
+# --- Input ----------------------------------------------------------------------------------
+
+
+def log_spaced_spectrum(k, lower):
+    """``k`` singular values log-spaced down from 1, the smallest ``lower`` times their 2-norm.
+
+    That ratio is ``sigma_min / ||G||_F`` of a matrix with these singular values: the
+    ``lower`` a Newton–Schulz schedule sees after Frobenius normalisation. Equal values
+    give the largest possible ratio, ``1 / sqrt(k)``.
+
+    Raises
+    ------
+    UsageError
+        Unless ``0 < lower <= 1 / sqrt(k)``.
+    """
+    if not 0 < lower <= 1 / math.sqrt(k):
+        msg = (f"--lower must be in (0, 1/sqrt(min(m, n))] = (0, {1 / math.sqrt(k):.3g}] for "
+               f"{k} singular values; got {lower}")
+        raise UsageError(msg)
+
+    def ratio(log_condition):
+        s = np.geomspace(1.0, math.exp(-log_condition), k)
+        return s[-1] / np.linalg.norm(s)
+
+    lo, hi = 0.0, math.log(1 / lower)  # ratio(hi) <= lower since ||s|| >= 1
+    for _ in range(100):  # ratio decreases with the condition number: bisect its log
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ratio(mid) > lower else (lo, mid)
+    return np.geomspace(1.0, math.exp(-hi), k)
+
+
+def log_spaced_matrix(shape, lower, *, seed):
+    """A float64 stack of ``shape`` with singular values `log_spaced_spectrum` each.
+
+    The singular vectors are Haar-random (`matsign.testing.matrix_with_singular_values`),
+    drawn per matrix from ``numpy.random.default_rng(seed)``.
+    """
+    *batch, m, n = shape
+    s = log_spaced_spectrum(min(m, n), lower)
+    rng = np.random.default_rng(seed)
+    flat = [matrix_with_singular_values(s, m, n, rng=rng) for _ in range(math.prod(batch))]
+    return np.stack(flat).reshape(shape)
+
+
+def load_matrix(path):
+    """The real, finite matrix (or stack) that ``numpy.save`` wrote to ``path``, as float64.
+
+    Raises
+    ------
+    UsageError
+        If the file cannot be read or does not hold a real finite array of 2+ dimensions.
+    """
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read --input {path}: {exc}") from None
+    if not isinstance(a, np.ndarray) or a.ndim < 2 or 0 in a.shape:
+        what = "several arrays (.npz)" if not isinstance(a, np.ndarray) else f"shape {a.shape}"
+        msg = f"--input {path} must hold one non-empty array (..., m, n); it has {what}"
+        raise UsageError(msg)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise UsageError(f"--input {path} must be real (float or integer); it is {a.dtype}")
+    if not np.isfinite(a).all():
+        raise UsageError(f"--input {path} holds inf or NaN: there is no U V^T to compare with")
+    return a
+
+
+def to_backend(setup, a):
+    """``a`` on the backend in ``setup``'s dtype, and a NumPy copy of what the backend holds.
+
+    The copy has the backend's dtype, or float32 for half precisions NumPy lacks.
+    """
+    G = setup.xp.asarray(np.asarray(a, dtype=np.float64), device=setup.device)
+    G = setup.xp.astype(G, setup.dtype)
+    return G, _xp.to_numpy(G)
+
+
+def exact_factor(host):
+    """Float64 ``U V^T`` of ``host`` and its `Spectrum` (the worst matrix of a stack)."""
+    U, s, Vh = np.linalg.svd(host.astype(np.float64), full_matrices=False)
+    frobenius = np.sqrt(np.sum(s * s, axis=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):  # the zero matrix gives NaN
+        ratios = (s[..., -1] / frobenius, s[..., 0] / frobenius, s[..., 0] / s[..., -1])
+    smallest, largest, condition = (float(f(r)) for f, r in zip((np.min, np.max, np.max), ratios,
+                                                                 strict=True))
+    return U @ Vh, Spectrum(smallest, largest, condition)
+
+
 # --- Measuring ------------------------------------------------------------------------------
 
 
-def compare(setup, *, methods, repeats=5, warmup=1, seed=0, threads=None, progress=None):
-    """Time and check each of ``methods`` on a Gaussian input; return a `Report`.
+def compare(setup, host, *, methods, source=None, repeats=3, warmup=1, threads=None,
+            progress=None):
+    """Time and check each of ``methods`` on ``host`` in interleaved rounds; return a `Report`.
 
     Parameters
     ----------
     setup : Setup
         Backend, device, dtype and shape (see `make_setup`).
+    host : numpy.ndarray
+        The input (`log_spaced_matrix` or `load_matrix`), moved to the backend here.
     methods : list of str
         Row names, from `method_names`.
+    source : Source, optional
+        Where ``host`` came from, for the report (default: the log-spaced input).
     repeats, warmup : int
-        Timed and untimed runs per row; rows report the median.
-    seed : int
-        Seed of the input.
+        Timed and untimed rounds; every round runs each row once.
     threads : int, optional
-        Thread count to record (pinning is `matsign.cli.timing.limit_threads`'s job).
-    progress : callable, optional
-        Called with a short message before each measurement.
+        Pin BLAS and torch to this many threads (`matsign.cli.timing.limit_threads`) once
+        every library the rows call is loaded (a BLAS loaded later would not be pinned).
+    progress : Progress, optional
+        Told before each run, so that it can show the row and the time left.
 
     Returns
     -------
     Report
     """
-    progress = progress or (lambda message: None)
-    G, host = make_input(setup, seed)
-    exact, sigma_min_ratio = exact_factor(host)
+    source = Source() if source is None else source
+    progress = Progress(enabled=False) if progress is None else progress
+    progress.note(f"float64 SVD of the {'x'.join(map(str, host.shape))} input, for U V^T")
+    file_dtype = str(host.dtype) if source.path else ""
+    G, host = to_backend(setup, host)
+    exact, spectrum = exact_factor(host)
+    gemm = gemm_like(G, seed=source.seed + 1)
     factories = dict(_method_factories(setup.backend))
-    progress(f"timing GEMM (0/{len(methods)})...")
-    gemm = gemm_like(G, seed=seed + 1)
-    gemm_rate = measure_gemm(gemm, repeats=repeats, warmup=warmup)
-    machine = machine_info(setup)  # inside the caller's thread limits, so they show
-    report = Report(setup, seed, repeats, warmup, threads, sigma_min_ratio, gemm_rate, machine)
-    for i, name in enumerate(methods, start=1):
-        progress(f"timing {name} ({i}/{len(methods)})...")
-        method = factories[name](setup, G, host)
-        report.rows.append(measure(method, exact, gemm, repeats, warmup))
+    rows = [factories[name](setup, G, host) for name in _run_order(methods)]
+    if importlib.util.find_spec("scipy") is not None:
+        import scipy.linalg  # noqa: F401  (matsign's svd calls it on NumPy float32: load, then pin)
+    with limit_threads(threads):
+        times, gemm_times, checks = _time_rows(rows, gemm, exact, repeats, warmup, progress)
+        machine = machine_info(setup)  # inside the limits, so that they show
+    report = Report(setup, source, spectrum, repeats, warmup, threads,
+                    _gemm_entry(gemm, [t for ts in gemm_times for t in ts]), machine,
+                    input_dtype=file_dtype)
+    by_name = {row.name: i for i, row in enumerate(rows)}
+    for name in methods:
+        i = by_name[name]
+        report.rows.append(_row(rows[i], times[i], gemm_times[i], gemm, checks[i], spectrum))
     return report
 
 
-def make_input(setup, seed):
-    """The Gaussian input on the backend, and a NumPy copy of what the backend holds.
+def _time_rows(rows, gemm, exact, repeats, warmup, progress):
+    """Times and paired GEMM times per row in interleaved rounds; accuracy of first results."""
+    checks = {}
+    progress.start([row.name for row in rows], rounds=warmup + repeats, warmup=warmup)
+    times, gemm_times = time_interleaved(
+        [row.call for row in rows], repeats=repeats, warmup=warmup, paired=[gemm.call] * len(rows),
+        on_first=lambda i, Q: checks.setdefault(i, _accuracy(Q, exact)), before=progress.step)
+    return times, gemm_times, checks
 
-    The copy has the backend's dtype, or float32 for half precisions NumPy lacks.
+
+def _run_order(methods):
+    """The SVD rows first, one after another, so that their same-round ratios are close."""
+    presets = set(polynomials.names())
+    return [name for name in methods if name not in presets] + [
+        name for name in methods if name in presets]
+
+
+def _accuracy(Q, exact):
+    """Orthogonality error and distance to ``exact`` of one result, in float64 on the host."""
+    Q = _xp.to_numpy(Q).astype(np.float64)
+    return {"orthogonality_error": orthogonality_error64(Q),
+            "distance_to_svd": relative_distance(Q, exact)}
+
+
+def orthogonality_error64(Q):
+    """``max |sigma_i(Q) - 1|`` over a NumPy stack, from float64 eigenvalues of ``Q Q^T``.
+
+    An oracle independent of the library, and 3 to 10x cheaper than the SVD: the
+    eigenvalues ``sigma_i^2`` of the small Gram matrix are exact to ``m eps_64``, far
+    below any float32 or bfloat16 error. NaN when ``Q`` is not finite.
     """
-    a = np.random.default_rng(seed).standard_normal(setup.shape)
-    G = setup.xp.astype(setup.xp.asarray(a, device=setup.device), setup.dtype)
-    return G, _xp.to_numpy(G)
-
-
-def exact_factor(host):
-    """Float64 ``U V^T`` of ``host`` and the smallest ``sigma_min / ||G||_F`` of the stack."""
-    a = host.astype(np.float64)
-    U, s, Vh = np.linalg.svd(a, full_matrices=False)
-    frobenius = np.sqrt(np.sum(s * s, axis=-1))
-    return U @ Vh, float(np.min(s[..., -1] / frobenius))
-
-
-def measure_gemm(gemm, *, repeats, warmup):
-    """Median time and GFLOP/s of ``gemm``, as the JSON ``gemm`` entry."""
-    times, _, _ = time_runs(gemm.call, repeats=repeats, warmup=warmup)
-    seconds = statistics.median(times)
-    return {"shape": list(gemm.shape), "median_ms": 1e3 * seconds,
-            "gflops": gemm.flops / seconds / 1e9}
-
-
-def measure(method, exact, gemm, repeats, warmup):
-    """One row: time ``method`` and compare its result with the exact factor."""
-    paired = None if method.flops is None else gemm.call
-    times, gemm_times, Q = time_runs(method.call, repeats=repeats, warmup=warmup, paired=paired)
-    return {
-        "method": method.name,
-        "steps": method.steps,
-        "median_ms": 1e3 * statistics.median(times),
-        **_rates(method.flops, gemm, times, gemm_times),
-        "orthogonality_error": float(np.max(_xp.to_numpy(orthogonality_error(Q)))),
-        "distance_to_svd": relative_distance(_xp.to_numpy(Q), exact),
-        "runs_on": method.runs_on,
-    }
-
-
-def _rates(flops, gemm, times, gemm_times):
-    """GFLOP/s, the paired GEMM's GFLOP/s, and the median over repeats of their ratio."""
-    if flops is None:
-        return {"gflops": None, "gemm_gflops": None, "gemm_fraction": None}
-    return {
-        "gflops": flops / statistics.median(times) / 1e9,
-        "gemm_gflops": gemm.flops / statistics.median(gemm_times) / 1e9,
-        "gemm_fraction": gemm_fraction(flops, gemm, times, gemm_times),
-    }
+    if not np.isfinite(Q).all():
+        return math.nan
+    if Q.shape[-2] > Q.shape[-1]:
+        Q = np.swapaxes(Q, -1, -2)
+    sigma = np.sqrt(np.clip(np.linalg.eigvalsh(Q @ np.swapaxes(Q, -1, -2)), 0.0, None))
+    return float(np.max(np.abs(sigma - 1.0)))
 
 
 def relative_distance(Q, exact):
     """Largest ``||Q - exact||_F / ||exact||_F`` over the stack, in float64."""
     diff = np.linalg.norm(Q.astype(np.float64) - exact, axis=(-2, -1))
     return float(np.max(diff / np.linalg.norm(exact, axis=(-2, -1))))
+
+
+def _row(method, times, gemm_times, gemm, accuracy, spectrum):
+    """One row of the table and of the ``--json`` output."""
+    band = predicted_band(method.schedule, spectrum.sigma_min_ratio)
+    return {
+        "method": method.name,
+        "steps": method.steps,
+        **_spread(times),
+        "times": times,
+        **_rates(method.flops, gemm, times, gemm_times),
+        "predicted_band": None if band is None else list(band),
+        "predicted_error": None if band is None else max(1.0 - band[0], band[1] - 1.0),
+        **accuracy,
+        "runs_on": method.runs_on,
+    }
+
+
+def predicted_band(schedule, sigma_min_ratio):
+    """`matsign.polynomials.band` of ``schedule`` for the input, or None.
+
+    None for rows without a schedule and for inputs with no positive ``sigma_min``. The
+    schedule divides by ``normalizer * ||G||_F``, so it sees ``lower = ratio / normalizer``.
+    """
+    if schedule is None or not sigma_min_ratio > 0:
+        return None
+    return polynomials.band(schedule, sigma_min_ratio / schedule.normalizer)
+
+
+def _spread(times):
+    """``time_min``, ``time_median``, ``time_max`` in seconds."""
+    return {"time_min": min(times), "time_median": statistics.median(times),
+            "time_max": max(times)}
+
+
+def _gemm_entry(gemm, times):
+    """The JSON ``gemm`` entry: every paired GEMM run of the whole table."""
+    return {"shape": list(gemm.shape), "runs": len(times), **_spread(times),
+            "gflops": gemm.flops / statistics.median(times) / 1e9}
+
+
+def _rates(flops, gemm, times, gemm_times):
+    """GFLOP/s, the paired GEMM's GFLOP/s, and the median over rounds of their ratio."""
+    gemm_gflops = gemm.flops / statistics.median(gemm_times) / 1e9
+    if flops is None:
+        return {"gflops": None, "gemm_gflops": gemm_gflops, "gemm_fraction": None}
+    return {"gflops": flops / statistics.median(times) / 1e9, "gemm_gflops": gemm_gflops,
+            "gemm_fraction": gemm_fraction(flops, gemm, times, gemm_times)}
 
 
 def _finite_or_none(row):
@@ -474,16 +710,70 @@ def _cpuinfo(key):
 
 
 class Progress:
-    """One-line progress on stderr: rewritten in place on a terminal, a line each otherwise."""
+    """Progress on stderr with the time left.
 
-    def __init__(self, *, enabled=True, stream=None):
+    `note` shows a message; `start` announces the rows and rounds; `step` (the ``before``
+    hook of `matsign.cli.timing.time_interleaved`) is called before each run, and
+    estimates the time left from each row's last run (the mean of those seen, for rows
+    not run yet). On a terminal one line is rewritten before every run; elsewhere (a
+    log file, a pipe) a line is written as each row of the first round starts, and once
+    per later round.
+    """
+
+    def __init__(self, *, enabled=True, stream=None, clock=time.perf_counter):
         self.stream = sys.stderr if stream is None else stream
-        self.enabled = enabled
-        self.tty = self.stream.isatty()
+        self.enabled, self.clock = enabled, clock
+        self.tty = enabled and self.stream.isatty()
         self.width = 0
+        self.names, self.rounds, self.warmup = [], 0, 0
+        self.seconds, self.current, self.started, self.since = {}, None, None, None
 
-    def __call__(self, message):
+    def note(self, message):
         """Show ``message``."""
+        self._show(message + "...")
+
+    def start(self, names, *, rounds, warmup):
+        """Timing begins: ``rounds`` rounds (``warmup`` untimed) over the rows ``names``."""
+        self.names, self.rounds, self.warmup = list(names), rounds, warmup
+        self.started = self.clock()
+
+    def step(self, round_, i):
+        """Row ``i`` of round ``round_`` (from 0) is about to run."""
+        now = self.clock()
+        if self.current is not None:
+            self.seconds[self.current] = now - self.since
+        self.current, self.since = i, now
+        if self.tty or round_ == 0 or i == 0:
+            self._show(self._line(round_, i, now))
+
+    def close(self):
+        """Say how long timing took (clearing the line on a terminal)."""
+        if self.started is not None and self.enabled:
+            runs = _count(len(self.names) * self.rounds, "run")
+            shape = f"{_count(len(self.names), 'row')} x {_count(self.rounds, 'round')}"
+            self._show(f"compare: {runs} ({shape}) in {_duration(self.clock() - self.started)}")
+            if self.tty:
+                self.stream.write("\n")
+
+    def _line(self, round_, i, now):
+        if round_ < self.warmup:
+            kind = f"warm-up {round_ + 1}/{self.warmup}"
+        else:
+            kind = f"round {round_ - self.warmup + 1}/{self.rounds - self.warmup}"
+        left = self._left(round_, i)
+        eta = "estimating the time left" if left is None else f"about {_duration(left)} left"
+        return (f"{kind}: {self.names[i]} ({i + 1}/{len(self.names)}), "
+                f"{_duration(now - self.started)} so far, {eta}")
+
+    def _left(self, round_, i):
+        """Seconds left from the start of run ``i`` of ``round_``; None before any estimate."""
+        if not self.seconds:
+            return None
+        guess = statistics.mean(self.seconds.values())
+        cost = [self.seconds.get(j, guess) for j in range(len(self.names))]
+        return sum(cost[i:]) + (self.rounds - round_ - 1) * sum(cost)
+
+    def _show(self, message):
         if not self.enabled:
             return
         if self.tty:
@@ -493,29 +783,42 @@ class Progress:
             self.stream.write(message + "\n")
         self.stream.flush()
 
-    def close(self):
-        """Clear the line on a terminal."""
-        if self.enabled and self.tty:
-            self.stream.write("\r" + " " * self.width + "\r")
-            self.stream.flush()
+
+def _duration(seconds):
+    """``"0.4 s"``, ``"12 s"`` or ``"2 min 05 s"``."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
 
 
-COLUMNS = (  # header, row key, width, number format (None: left-aligned text)
-    ("method", "method", 20, None),
+COLUMNS = (  # header, row key, width, number format ("ms": seconds shown in ms; None: text)
+    ("method", "method", 6, None),
     ("steps", "steps", 5, "d"),
-    ("time (ms)", "median_ms", 10, ".1f"),
-    ("GFLOP/s", "gflops", 8, ".1f"),
-    ("of GEMM", "gemm_fraction", 8, ".2f"),
-    ("orth. error", "orthogonality_error", 12, ".1e"),
-    ("dist. to SVD", "distance_to_svd", 12, ".1e"),
+    ("median", "time_median", 8, "ms"),
+    ("min", "time_min", 7, "ms"),
+    ("max", "time_max", 7, "ms"),
+    ("GEMM", "gemm_fraction", 7, ".2f"),
+    ("predicted", "predicted_error", 9, ".1e"),
+    ("measured", "orthogonality_error", 9, ".1e"),
+    ("to SVD", "distance_to_svd", 9, ".1e"),
 )
+GROUPS = (  # a title over the column titles: text, first and last column spanned
+    ("time (ms)", "time_median", "time_max"),
+    ("of", "gemm_fraction", "gemm_fraction"),
+    ("orthogonality error", "predicted_error", "orthogonality_error"),
+    ("distance", "distance_to_svd", "distance_to_svd"),
+)
+WIDTH = 96  # of the header and footer text
 
 
 def format_report(report):
-    """The human-readable table, with a header line and the SVD time ratios."""
+    """The human-readable table, with header lines and the footer's ratios and legend."""
     columns = [(title, key, _width(report, key, w, spec), spec) for title, key, w, spec in COLUMNS]
     titles = [f"{title:<{w}}" if spec is None else f"{title:>{w}}" for title, _, w, spec in columns]
-    lines = [*_header(report), "", "  ".join(titles)]
+    lines = [*_header(report), "", _group_line(columns), "  ".join(titles)]
     for row in report.rows:
         lines.append("  ".join(_cell(row[key], width, spec) for _, key, width, spec in columns))
     return "\n".join(line.rstrip() for line in lines + _footer(report))
@@ -526,12 +829,37 @@ def _width(report, key, width, spec):
     return max([width] + [len(str(row[key])) for row in report.rows]) if spec is None else width
 
 
+def _group_line(columns):
+    """`GROUPS` titles: centred over the columns they span, right-aligned over one."""
+    spans, x = {}, 0
+    for _, key, width, _ in columns:
+        spans[key] = (x, x + width)
+        x += width + 2
+    line = [" "] * x
+    for text, first, last in GROUPS:
+        start, end = spans[first][0], spans[last][1]
+        at = end - len(text) if first == last else start + (end - start - len(text)) // 2
+        line[at:at + len(text)] = text
+    return "".join(line)
+
+
 def _cell(value, width, spec):
     """``value`` formatted by ``spec`` and right-aligned; None is "-"; text without spec left."""
     if spec is None:
         return f"{value:<{width}}"
-    text = "-" if value is None else format(value, spec)
+    if value is None:
+        text = "-"
+    elif spec == "ms":
+        text = _milliseconds(value)
+    else:
+        text = format(value, spec)
     return f"{text:>{width}}"
+
+
+def _milliseconds(seconds):
+    """Seconds as milliseconds with three or more significant digits."""
+    ms = 1e3 * seconds
+    return f"{ms:.{0 if ms >= 100 else 1 if ms >= 10 else 2 if ms >= 1 else 3}f}"
 
 
 def _header(report):
@@ -541,19 +869,68 @@ def _header(report):
     gemm = "x".join(str(d) for d in batch) + ("x" if batch else "") + f"({m}x{m})@({m}x{n})"
     return [
         f"matsign {__version__} compare: {s.backend} {s.dtype_name} "
-        f"{'x'.join(str(d) for d in s.shape)} on {s.device}, seed {report.seed}, "
-        f"median of {report.repeats}, {threads}",
-        f"GEMM {gemm}: {g['median_ms']:.2f} ms, {g['gflops']:.1f} GFLOP/s; "
-        f"sigma_min/||G||_F = {report.sigma_min_ratio:.3g}",
+        f"{'x'.join(str(d) for d in s.shape)} on {s.device}, {threads}",
+        *_input_lines(report),
+        *_wrap(f"timing: {_count(report.repeats, 'round')} after "
+               f"{_count(report.warmup, 'round')} of warm-up; a round runs every row once, each "
+               f"run just after a GEMM {gemm} (median "
+               f"{_milliseconds(g['time_median'])} ms, {g['gflops']:.1f} GFLOP/s)"),
     ]
+
+
+def _count(count, noun):
+    """``"1 round"``, ``"3 rounds"``."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _input_lines(report):
+    """What the input is and where its sigma_min / ||G||_F sits against the presets' range."""
+    spectrum, source = report.spectrum, report.source
+    ratio = spectrum.sigma_min_ratio
+    if source.path is None:
+        text = (f"input: singular values log-spaced from sigma_max down to sigma_max / "
+                f"{spectrum.condition_number:.3g}, Haar-random singular vectors (seed "
+                f"{source.seed}): sigma_min/||G||_F = {ratio:.2e}")
+    else:
+        shape = "x".join(str(d) for d in report.setup.shape)
+        text = (f"input: {source.path} ({shape} {report.input_dtype}, as "
+                f"{report.setup.dtype_name}): sigma_min/||G||_F = {ratio:.2e} by a float64 SVD, "
+                f"condition number {spectrum.condition_number:.3g}")
+    if not ratio > 0:
+        text += ("; rank-deficient (sigma_min = 0), so no band is predicted: Newton-Schulz "
+                 "keeps the null directions at 0, an orthogonality error of 1")
+    elif ratio < DESIGN_LOWER * (1 - 1e-6):
+        text += (", below the 1e-3 the presets are designed for: the schedules that stop at "
+                 "a fixed step count leave larger errors, as predicted")
+    else:
+        text += ", inside the range the presets are designed for"
+    return _wrap(text)
 
 
 def _footer(report):
     lines = [""]
-    for name, ratio in report.svd_time_ratios().items():
-        lines.append(f"matsign svd takes {ratio:.3g}x the time of {name}")
+    ratios = report.svd_time_ratios()
+    if ratios:
+        parts = ", ".join(f"{ratio:.3g}x {name}" for name, ratio in ratios.items())
+        lines += _wrap(f"matsign svd takes {parts} (median over rounds of same-round ratios)")
+    if any(row["predicted_error"] is not None for row in report.rows):
+        lines += _wrap("predicted: the error the schedule's band guarantees for this "
+                       "sigma_min/||G||_F in exact arithmetic (matsign.polynomials.band); "
+                       f"measured: max|sigma_i(Q) - 1| of the {report.setup.dtype_name} result, "
+                       "which adds rounding")
+    pools = report.machine.get("blas", [])
+    threads = sum(pool.get("num_threads") or 0 for pool in pools)
+    if report.threads is None and len(pools) > 1 and threads > (report.machine["cpu_count"] or 1):
+        apis = ", ".join(str(pool.get("internal_api")) for pool in pools)
+        lines += _wrap(f"{len(pools)} thread pools are loaded ({apis}), {threads} threads in all "
+                       f"on {report.machine['cpu_count']} cores: while other work shares the "
+                       "cores, --threads 1 (or 2, ...) gives steadier times")
     if report.setup.backend != "numpy":
         hosts = {row["runs_on"] for row in report.rows if row["runs_on"].startswith(_HOST)}
         if hosts:
             lines.append(f"numpy/scipy rows run on a host copy ({', '.join(sorted(hosts))})")
     return lines if len(lines) > 1 else []
+
+
+def _wrap(text):
+    return textwrap.wrap(text, width=WIDTH, subsequent_indent="  ")

@@ -7,11 +7,15 @@ The ``run`` here is registered by `matsign.__main__`; the figure code is shared 
 from __future__ import annotations
 
 import json
+import pathlib
+import re
+import sys
+import textwrap
 
 from .. import __version__, polynomials
 from . import UsageError
 
-__all__ = ["DESCRIPTION", "add_arguments", "draw", "run"]
+__all__ = ["DESCRIPTION", "add_arguments", "draw", "draw_error", "run"]
 
 DESCRIPTION = """\
 Design a Newton-Schulz schedule by the greedy minimax construction of Polar Express
@@ -20,8 +24,11 @@ the current interval [l, u], then [l, u] <- its image. Or show a preset (--prese
 
 Prints each step's coefficients (p(x) = c0 x + c1 x^3 + ...), the exact interval that
 singular values of the normalised input in [lower, 1] occupy after the step, and its
-distance max |sigma - 1| from 1; --plot draws the composed scalar map of every step on a
-log sigma axis (needs matplotlib)."""
+distance max |sigma - 1| from 1 (the orthogonality error), then notes in plain words:
+whether the schedule is sound in exact arithmetic and whether it tolerates bfloat16
+rounding. --plot FILE.png saves a figure (needs matplotlib): what each step makes of a
+singular value sigma, and the error |p(sigma) - 1| on a log scale, where a band that
+has converged to rounding level stays visible."""
 
 EPILOG = """\
 examples:
@@ -46,7 +53,7 @@ def add_arguments(parser):
     parser.add_argument("--preset", default=None,
                         help=f"show a preset instead: {', '.join(polynomials.names())}")
     parser.add_argument("--plot", default=None, metavar="FILE.png",
-                        help="draw the scalar map of every step (needs matplotlib)")
+                        help="save a figure of every step's map and error (needs matplotlib)")
     parser.add_argument("--json", action="store_true",
                         help="print machine-readable JSON on stdout instead of the table")
     parser.epilog = EPILOG
@@ -65,10 +72,11 @@ def run(args):
         steps = polynomials.bands(schedule, args.lower, steps=args.steps)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.plot:
-        _save_plot(schedule, args.lower, args.steps, args.plot)
     report = _report(schedule, args.lower, steps)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if args.plot:
+        path = _save_plot(schedule, args.lower, args.steps, args.plot)
+        print(f"plot saved to {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -108,7 +116,7 @@ def _deviation(interval):
 
 
 def format_report(report):
-    """The human-readable table of a `_report`."""
+    """The human-readable table of a `_report`, and notes in plain words."""
     width = max([len(s["coefficients"]) for s in report["steps"]] or [1])
     header = ["step", *(f"c{k} x^{2 * k + 1}" if k else "c0 x" for k in range(width)),
               "band after step",
@@ -118,30 +126,88 @@ def format_report(report):
              "[{:.6f}, {:.6f}]".format(*s["band"]), f"{s['deviation']:.2e}"]
             for i, s in enumerate(report["steps"], start=1)]
     sizes = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
-    lines = [report["schedule"], f"input scaled by 1 / ({report['normalizer']:g} ||G||_F)", ""]
+    normalizer = report["normalizer"]
+    scale = "||G||_F" if normalizer == 1 else f"({normalizer:g} ||G||_F)"
+    lines = [report["schedule"], f"input scaled by 1 / {scale}", ""]
     lines += ["  ".join(cell.ljust(size) for cell, size in zip(row, sizes, strict=True)).rstrip()
               for row in [header, *rows]]
     lo, hi = report["band"]
-    lines += ["", f"band at lower = {report['lower']:g}: [{lo:.6f}, {hi:.6f}]"]
-    lines += [f"check: {p}" for p in report["problems"]]
-    if report["bfloat16_problems"]:
-        lines.append("bfloat16: amplifies round-off (check with rtol = 2**-8 flags "
-                     f"{len(report['bfloat16_problems'])} step(s))")
-    return "\n".join(lines)
+    lines += ["", f"band at lower = {report['lower']:g}: [{lo:.6f}, {hi:.6f}]", ""]
+    return "\n".join(lines + _notes(report))
+
+
+def _notes(report):
+    """What the table means for a newcomer: the error to expect, soundness, bfloat16."""
+    lo, hi = report["band"]
+    deviation = max(1 - lo, hi - 1)
+    notes = [f"After {len(report['steps'])} step(s), singular values of the scaled input in "
+             f"[{report['lower']:g}, 1] lie within {deviation:.2g} of 1: that is the "
+             "orthogonality error max |s - 1| to expect"
+             + (", plus rounding in the working precision." if deviation < 1e-6 else ".")]
+    if report["problems"]:
+        notes.append("Warning: even in exact arithmetic this schedule does not fit that range. "
+                     + _problem_sentence(report["problems"]))
+    notes += [f"  {problem}" for problem in report["problems"]]
+    notes.append(_bfloat16_sentence(report["bfloat16_problems"], len(report["steps"])))
+    return [line for note in notes for line in _wrap(note)]
+
+
+def _problem_sentence(problems):
+    text = " ".join(problems)
+    parts = []
+    if "0 or below" in text:
+        parts.append("a step that maps singular values to 0 or below flips or removes those "
+                     "directions of the update")
+    if "2 or above" in text:
+        parts.append("a step that maps them to 2 or above sends them where the next steps "
+                     "cannot bring them back to 1")
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + ":"
+
+
+def _bfloat16_sentence(problems, steps):
+    """Whether rounding to bfloat16 is amplified, in words (`polynomials.check`, rtol=2**-8)."""
+    rounding = ("If the matrix products are rounded to bfloat16 (8 significant bits, a relative "
+                "error of up to 2**-8)")
+    if not problems:
+        return f"bfloat16: safe. {rounding}, no step amplifies that rounding."
+    flagged = [int(m) for m in re.findall(r"step (\d+) maps", " ".join(problems))]
+    which = ("step " if len(flagged) == 1 else "steps ") + ", ".join(map(str, flagged))
+    return (f"bfloat16: not safe. {rounding}, a singular value that rounding pushes just past "
+            "the interval a step was designed for can be blown up or flipped by that step; "
+            f"this can happen at {len(flagged)} of the {steps} steps ({which}). Designing "
+            "with a safety factor (--safety 1.01, as Polar Express does) guards against this.")
+
+
+def _wrap(text):
+    return textwrap.wrap(text, width=88, subsequent_indent="  ") or [""]
 
 
 def _save_plot(schedule, lower, steps, path):
+    """Save the map and error panels of ``schedule`` to ``path``; return its absolute path."""
     try:
         import matplotlib.pyplot as plt
     except ImportError:
         msg = "--plot needs matplotlib (pip install 'matsign[plot]')"
         raise UsageError(msg) from None
     plt.switch_backend("Agg")
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    draw(ax, schedule, lower, schedule.name, steps=steps)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.0))
+    draw(left, schedule, lower, "what each step makes of sigma", steps=steps)
+    left.set_ylabel("singular value after step t", fontsize=8)
+    draw_error(right, schedule, lower, "distance from 1 (orthogonality error)", steps=steps)
+    for ax in (left, right):
+        ax.set_xlabel("sigma: singular value of the scaled input G / (c ||G||_F)", fontsize=8)
+    fig.suptitle(f"{schedule.name}: {len(schedule.polynomials(steps))} step(s), "
+                 f"input scaled by 1 / ({schedule.normalizer:g} ||G||_F)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path = pathlib.Path(path).resolve()
+    try:
+        fig.savefig(path, dpi=100)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot save --plot {path}: {exc}") from None
+    finally:
+        plt.close(fig)
+    return path
 
 
 def draw(ax, schedule, lower, title, *, steps=None, sigma=None):
@@ -180,3 +246,54 @@ def draw(ax, schedule, lower, title, *, steps=None, sigma=None):
     ax.set_title(f"{title}\nband at {lower:g}: [{lo:.3f}, {hi:.3f}]", fontsize=9)
     ax.tick_params(labelsize=7)
     ax.legend(title="step", fontsize=6, title_fontsize=6, loc="upper left", frameon=False)
+
+
+def draw_error(ax, schedule, lower, title, *, steps=None, sigma=None):
+    """Draw ``|p_t(sigma) - 1|`` after each step on log-log axes, and the band's error.
+
+    On a log axis a band that has converged to rounding level stays visible, where the
+    map of `draw` would be a flat line at 1. Horizontal lines mark bfloat16's and
+    float32's unit roundoff, the errors rounding alone leaves in those precisions.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    schedule : Schedule
+        The schedule.
+    lower : float
+        Where the band is computed (a dotted vertical line; its error dashed).
+    title : str
+        First line of the axes title; the second gives the band's error.
+    steps : int, optional
+        Steps to draw (the schedule's default when omitted).
+    sigma : array, optional
+        Input singular values (default: 1500 points log-spaced over [min(1e-4, lower), 1]).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    floor = 1e-17  # |p - 1| is exactly 0 at a few points: keep them on the log axis
+    x = np.geomspace(min(1e-4, lower), 1.0, 1500) if sigma is None else sigma
+    polys = schedule.polynomials(steps)
+    colours = plt.cm.viridis(np.linspace(0.85, 0.05, len(polys)))
+    y = x
+    for t, (coefficients, colour) in enumerate(zip(polys, colours, strict=True), start=1):
+        y = polynomials.scalar_map(coefficients, y)
+        ax.plot(x, np.maximum(np.abs(y - 1.0), floor), color=colour, lw=1.1,
+                label=f"{t}" if t in (1, len(polys)) else None)
+    lo, hi = polynomials.band(schedule, lower, steps=steps)
+    error = max(1.0 - lo, hi - 1.0, floor)
+    ax.axhline(error, color="0.3", lw=0.8, ls="--")
+    for eps, name in ((2.0**-8, "bfloat16"), (2.0**-24, "float32")):
+        ax.axhline(eps, color="tab:red", lw=0.6, ls=":", alpha=0.7)
+        ax.text(x[-1], eps, f"{name} roundoff ", fontsize=6, color="tab:red", ha="right",
+                va="bottom")
+    ax.axvline(lower, color="0.6", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(floor / 2, 10.0)
+    ax.set_ylabel("|p(sigma) - 1| after step t", fontsize=8)
+    ax.set_title(f"{title}\nat lower = {lower:g}: max |p - 1| = {error:.2g} (dashed)", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.legend(title="step", fontsize=6, title_fontsize=6, loc="center left", frameon=False)

@@ -4,6 +4,8 @@
 - `gemm_like` and `time_runs`: the reference GEMM of the same shape, backend and dtype,
   timed just before each timed run so that both see the same outside load;
   `gemm_fraction` and `median_ratio` are medians of the per-pair ratios;
+- `time_interleaved`: many calls timed in rounds (each round runs every call once), so
+  that a change of outside load shifts every call alike instead of a few rows;
 - `pin_threads` and `limit_threads`: BLAS (threadpoolctl) and torch thread counts.
 
 Importing this module imports no array framework: torch is pinned only when the caller
@@ -24,7 +26,7 @@ import numpy as np
 from .. import _xp
 
 __all__ = ["Gemm", "gemm_flops", "gemm_fraction", "gemm_like", "limit_threads",
-           "median_ratio", "newton_schulz_flops", "pin_threads", "time_runs"]
+           "median_ratio", "newton_schulz_flops", "pin_threads", "time_interleaved", "time_runs"]
 
 
 # --- Flop model -----------------------------------------------------------------------------
@@ -168,6 +170,52 @@ def time_runs(call, *, repeats, warmup=1, paired=None):
         seconds, result = _timed(call)
         times.append(seconds)
     return times, paired_times, result
+
+
+def time_interleaved(calls, *, repeats, warmup=1, paired=None, on_first=None, before=None):
+    """Wall times of ``calls`` run in rounds: each round runs every call once, in order.
+
+    Rows timed one after another see different outside load; in rounds, a burst of
+    load costs every call a little instead of one call a lot, and the calls of one
+    round can be compared pair by pair (`median_ratio` over rounds).
+
+    Parameters
+    ----------
+    calls : list of callable
+        Run with no arguments; each result is waited for (`matsign._xp.synchronize`).
+    repeats, warmup : int
+        Timed and untimed rounds (the untimed ones first).
+    paired : list of callable or None, optional
+        ``paired[i]`` (or None) is also timed, just before every run of ``calls[i]``.
+    on_first : callable, optional
+        ``on_first(i, result)`` receives the first result of ``calls[i]``, outside the
+        timing; results are then dropped, so that one is alive at a time.
+    before : callable, optional
+        ``before(round, i)`` is called before each run (progress reports).
+
+    Returns
+    -------
+    times : list of list of float
+        ``times[i][r]``: seconds of ``calls[i]`` in timed round ``r``.
+    paired_times : list of list of float
+        The same for ``paired[i]`` (empty lists where there is none).
+    """
+    paired = [None] * len(calls) if paired is None else paired
+    times, paired_times = [[] for _ in calls], [[] for _ in calls]
+    for r in range(warmup + repeats):
+        for i, (call, pair) in enumerate(zip(calls, paired, strict=True)):
+            if before is not None:
+                before(r, i)
+            pair_seconds = None if pair is None else _timed(pair)[0]
+            seconds, result = _timed(call)
+            if r == 0 and on_first is not None:
+                on_first(i, result)
+            del result
+            if r >= warmup:
+                times[i].append(seconds)
+                if pair_seconds is not None:
+                    paired_times[i].append(pair_seconds)
+    return times, paired_times
 
 
 def _timed(call):
