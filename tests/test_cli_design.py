@@ -82,7 +82,7 @@ def test_a_schedule_unfit_in_exact_arithmetic_is_explained():
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--lower", "0"], "0 < lower <= 1"),
-    (["--steps", "0"], "steps >= 1"),
+    (["--steps", "0"], ">= 1; got steps=0"),
     (["--degree", "4"], "positive odd integer"),
     (["--preset", "nope"], "unknown schedule 'nope'"),
     (["--preset", "you5", "--steps", "9"], "takes 0 to 5 steps"),

@@ -73,9 +73,9 @@ def run(args):
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     report = _report(schedule, args.lower, steps)
+    path = _save_plot(schedule, args.lower, args.steps, args.plot) if args.plot else None
     print(json.dumps(report, indent=2) if args.json else format_report(report))
-    if args.plot:
-        path = _save_plot(schedule, args.lower, args.steps, args.plot)
+    if path is not None:
         print(f"plot saved to {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
