@@ -31,7 +31,7 @@ def _subcommands():
         ("design", design,
          "design a Newton-Schulz schedule or show a preset: coefficients, bands, plot"),
         ("train-demo", demo,
-         "train a small MLP on scikit-learn's digits with AdamW, Muon, Shampoo, SOAP"),
+         "train an MLP on scikit-learn's digits or a small GPT (--task gpt) with each optimizer"),
         ("plan", plan, "model a distributed Muon step per scheme: flops, bytes, memory per rank"),
     )
 

@@ -23,11 +23,22 @@ VOCAB_SIZE = len(VOCAB) + 1
 OPTIMIZERS = ("adamw", "muon", "normuon", "adamuon", "soap", "shampoo", "adafactor", "lion")
 MATRIX_OPTIMIZERS = ("muon", "normuon", "adamuon", "soap", "shampoo")  # + AdamW on the rest
 
-# Peak learning rates chosen by ``--sweep`` (see the docs page "Training a small GPT"):
-# the matrix optimizer's; the parameters routed to AdamW take LEARNING_RATES["adamw"].
-LEARNING_RATES = {"adamw": 4e-3, "muon": 0.04, "normuon": 0.04, "adamuon": 4e-3,
-                  "soap": 4e-3, "shampoo": 4e-3, "adafactor": 0.1, "lion": 1e-3}
-SWEEP_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)  # times the value above
+# The learning-rate sweep (``--sweep``): peak rates, a factor of 2 apart. The matrix
+# optimizers' grid is their own rate; the rest of their parameters take AdamW's best.
+SWEEP_GRID = {
+    "adamw": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2),
+    "muon": (0.01, 0.02, 0.04, 0.08, 0.16),
+    "normuon": (0.01, 0.02, 0.04, 0.08, 0.16),
+    "adamuon": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2),
+    "soap": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2),
+    "shampoo": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2),
+    "adafactor": (0.025, 0.05, 0.1, 0.2, 0.4),  # relative to each parameter's RMS
+    "lion": (6.25e-5, 1.25e-4, 2.5e-4, 5e-4, 1e-3),
+}
+# The sweep's choices (300 steps, seed 0; see the docs page "Training a small GPT").
+LEARNING_RATES = {"adamw": 2e-3, "muon": 0.04, "normuon": 0.04, "adamuon": 8e-3,
+                  "soap": 8e-3, "shampoo": 8e-3, "adafactor": 0.1, "lion": 2.5e-4}
+BETA2 = 0.95  # every Adam-style second moment (AdamW, Shampoo's graft, SOAP), as LLM runs
 
 MODEL = {"layers": 2, "width": 128, "heads": 4, "context": 64}
 
@@ -258,14 +269,14 @@ def steppers(name, *, lr, other_lr, steps, warmup):
 
     rate = schedule(lr, steps, warmup)
     factories = {
-        "adamw": lambda: optim.adamw(rate, weight_decay=0.0),
+        "adamw": lambda: optim.adamw(rate, b2=BETA2, weight_decay=0.0),
         "lion": lambda: optim.lion(rate),
         "adafactor": lambda: optim.adafactor(rate, relative_step=False, b1=0.9),
         "muon": lambda: optim.muon(rate),
         "normuon": lambda: optim.normuon(rate),
         "adamuon": lambda: optim.adamuon(rate),
-        "soap": lambda: optim.soap(rate, weight_decay=0.0, every=10),
-        "shampoo": lambda: optim.shampoo(rate, every=10, beta=0.999),
+        "soap": lambda: optim.soap(rate, b2=BETA2, weight_decay=0.0, every=10),
+        "shampoo": lambda: optim.shampoo(rate, b2=BETA2, beta=BETA2, every=10),
     }
     if name not in factories:
         msg = f"unknown optimizer {name!r}; choose from {OPTIMIZERS}"
@@ -274,7 +285,8 @@ def steppers(name, *, lr, other_lr, steps, warmup):
     if name not in MATRIX_OPTIMIZERS:
         return {"matrix": stepper, "other": stepper}
     return {"matrix": stepper,
-            "other": optim.adamw(schedule(other_lr, steps, warmup), weight_decay=0.0)}
+            "other": optim.adamw(schedule(other_lr, steps, warmup), b2=BETA2,
+                                 weight_decay=0.0)}
 
 
 def batch(tokens, starts, context):
@@ -339,9 +351,61 @@ def validation_windows(tokens, *, context, count, seed, size=64):
     return [batch(tokens, s, context) for s in starts.split(size)]
 
 
-def train(name, corpus, *, steps, batch_size, seed, lr=None, other_lr=None,
-          eval_every=25, eval_windows=256, warmup=None, **model):
+def train(name, corpus, **options):
     """Train the GPT with optimizer ``name``; validation loss against steps and seconds.
+
+    Parameters
+    ----------
+    name : str
+        One of `OPTIMIZERS`.
+    corpus : dict
+        From `load_corpus`.
+    **options
+        See `training_run`.
+
+    Returns
+    -------
+    dict
+        See `training_run`.
+    """
+    return train_interleaved([name], corpus, **options)[name]
+
+
+def train_interleaved(names, corpus, **options):
+    """Train one GPT per optimizer, one step of each in turn, so that they share the load.
+
+    On a machine whose cores other processes also use, the wall-time comparison is then
+    one of steps taken under the same conditions; the losses are those of separate runs.
+
+    Parameters
+    ----------
+    names : list of str
+        From `OPTIMIZERS`.
+    corpus : dict
+        From `load_corpus`.
+    **options
+        See `training_run`.
+
+    Returns
+    -------
+    dict of str to dict
+        `training_run`'s record per optimizer, in the order of ``names``.
+    """
+    runs = {name: training_run(name, corpus, **options) for name in names}
+    records = {}
+    while runs:
+        for name in list(runs):
+            try:
+                next(runs[name])
+            except StopIteration as done:
+                records[name] = done.value
+                del runs[name]
+    return {name: records[name] for name in names}
+
+
+def training_run(name, corpus, *, steps, batch_size, seed, lr=None, other_lr=None,
+                 eval_every=25, eval_windows=256, warmup=None, **model):
+    """A generator that trains the GPT with optimizer ``name``, one step per ``next``.
 
     Parameters
     ----------
@@ -361,12 +425,18 @@ def train(name, corpus, *, steps, batch_size, seed, lr=None, other_lr=None,
     **model
         See `build_model`.
 
+    Yields
+    ------
+    int
+        The step just taken.
+
     Returns
     -------
     dict
-        ``steps``, ``seconds`` (training time before each evaluation, evaluation
-        excluded) and ``validation`` (loss) per evaluation; ``train_losses`` per step;
-        ``final`` (last validation loss) and ``total_seconds``.
+        (The value of ``StopIteration``.) ``steps``, ``seconds`` (training time before
+        each evaluation, evaluation excluded) and ``validation`` (loss) per evaluation;
+        ``train_losses`` per step; ``final`` (last validation loss), ``total_seconds``,
+        ``lr`` and ``other_lr``.
     """
     import torch
     import torch.nn.functional as F
@@ -376,9 +446,10 @@ def train(name, corpus, *, steps, batch_size, seed, lr=None, other_lr=None,
 
     config = {**MODEL, **model}
     net = build_model(seed, **config)
-    table = steppers(name, lr=LEARNING_RATES[name] if lr is None else lr,
-                     other_lr=LEARNING_RATES["adamw"] if other_lr is None else other_lr,
-                     steps=steps, warmup=steps // 10 if warmup is None else warmup)
+    lr = LEARNING_RATES[name] if lr is None else lr
+    other_lr = LEARNING_RATES["adamw"] if other_lr is None else other_lr
+    table = steppers(name, lr=lr, other_lr=other_lr, steps=steps,
+                     warmup=steps // 10 if warmup is None else warmup)
     params = dict(net.named_parameters())
     stepper = optim.multi(table, module_labels(net))
     state = stepper.init({k: p.detach() for k, p in params.items()})
@@ -405,23 +476,25 @@ def train(name, corpus, *, steps, batch_size, seed, lr=None, other_lr=None,
             record["steps"].append(step)
             record["seconds"].append(elapsed)
             record["validation"].append(validation_loss(net, windows))
-    record.update(final=record["validation"][-1], total_seconds=elapsed)
+        yield step
+    record.update(final=record["validation"][-1], total_seconds=elapsed, lr=lr,
+                  other_lr=other_lr)
     return record
 
 
-def sweep(names, corpus, *, factors=SWEEP_FACTORS, **options):
-    """Tune each optimizer's peak learning rate on the grid ``LEARNING_RATES[name] * factors``.
+def sweep(names, corpus, *, grid=None, **options):
+    """Tune each optimizer's peak learning rate on a grid, by final validation loss.
 
     AdamW goes first (when asked for); its best rate is then the AdamW rate of the
-    matrix optimizers' other parameters. The criterion is the final validation loss.
+    matrix optimizers' other parameters.
 
     Parameters
     ----------
     names : list of str
     corpus : dict
         From `load_corpus`.
-    factors : tuple of float
-        Multiples of the current `LEARNING_RATES` to try.
+    grid : dict of str to tuple of float, optional
+        Learning rates to try per optimizer; None: `SWEEP_GRID`.
     **options
         Passed to `train` (steps, batch_size, seed, model sizes).
 
@@ -430,18 +503,18 @@ def sweep(names, corpus, *, factors=SWEEP_FACTORS, **options):
     dict
         Per optimizer: ``grid`` (learning rate to final validation loss) and ``best``.
     """
+    grid = SWEEP_GRID if grid is None else grid
     order = sorted(names, key=lambda n: n != "adamw")
     other_lr, results = LEARNING_RATES["adamw"], {}
     for name in order:
-        grid = {}
-        for factor in factors:
-            lr = LEARNING_RATES[name] * factor
+        losses = {}
+        for lr in grid[name]:
             loss = train(name, corpus, lr=lr, other_lr=other_lr,
                          **{**options, "eval_every": options["steps"]})["final"]
-            grid[lr] = loss if math.isfinite(loss) else float("inf")
+            losses[lr] = loss if math.isfinite(loss) else float("inf")
             print(f"sweep {name:<10} lr {lr:<9.3g} validation loss {loss:.4f}", flush=True)
-        best = min(grid, key=grid.get)
-        results[name] = {"grid": grid, "best": best}
+        best = min(losses, key=losses.get)
+        results[name] = {"grid": losses, "best": best}
         if name == "adamw":
             other_lr = best
     return results
@@ -489,9 +562,10 @@ def plot(results, path, *, title):
 
     fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for name, r in results.items():
-        label = f"{name} ({r['final']:.3f})"
-        by_step.plot(r["steps"], r["validation"], lw=1.2, label=label)
-        by_time.plot(r["seconds"], r["validation"], lw=1.2, label=label)
+        style = {"lw": 1.2, "label": f"{name} ({r['final']:.3f})",
+                 "ls": "-" if name in MATRIX_OPTIMIZERS else "--"}
+        by_step.plot(r["steps"], r["validation"], **style)
+        by_time.plot(r["seconds"], r["validation"], **style)
     low = min(min(r["validation"]) for r in results.values())
     by_step.set(xlabel="step", ylabel="validation loss (nats per character)",
                 ylim=(low - 0.05, min(math.log(VOCAB_SIZE), low + 1.5)))
@@ -536,10 +610,7 @@ def run(args):
     if args.sweep:
         print(json.dumps(sweep(names, corpus, **options), indent=2))
         return 0
-    results = {}
-    for name in names:
-        results[name] = train(name, corpus, **options)
-        results[name]["lr"] = LEARNING_RATES[name]
+    results = train_interleaved(names, corpus, **options)
     if args.json:
         print(json.dumps(results))
     else:
