@@ -214,7 +214,8 @@ def add_arguments(parser):
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed rounds before them (default: 1)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="pin BLAS (threadpoolctl) and torch threads to this many")
+                        help="pin BLAS (threadpoolctl) and torch threads to this many "
+                             "(on a busy machine, 1 gives steadier times)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the generated input and of the GEMM operands")
     parser.add_argument("--json", action="store_true",
