@@ -197,8 +197,9 @@ def _save_plot(schedule, lower, steps, path):
     draw_error(right, schedule, lower, "distance from 1 (orthogonality error)", steps=steps)
     for ax in (left, right):
         ax.set_xlabel("sigma: singular value of the scaled input G / (c ||G||_F)", fontsize=8)
+    scale = "||G||_F" if schedule.normalizer == 1 else f"({schedule.normalizer:g} ||G||_F)"
     fig.suptitle(f"{schedule.name}: {len(schedule.polynomials(steps))} step(s), "
-                 f"input scaled by 1 / ({schedule.normalizer:g} ||G||_F)", fontsize=9)
+                 f"input scaled by 1 / {scale}", fontsize=9)
     fig.tight_layout()
     path = pathlib.Path(path).resolve()
     try:
@@ -287,8 +288,7 @@ def draw_error(ax, schedule, lower, title, *, steps=None, sigma=None):
     ax.axhline(error, color="0.3", lw=0.8, ls="--")
     for eps, name in ((2.0**-8, "bfloat16"), (2.0**-24, "float32")):
         ax.axhline(eps, color="tab:red", lw=0.6, ls=":", alpha=0.7)
-        ax.text(x[-1], eps, f"{name} roundoff ", fontsize=6, color="tab:red", ha="right",
-                va="bottom")
+        ax.text(x[0], eps, f" {name} roundoff", fontsize=6, color="tab:red", va="bottom")
     ax.axvline(lower, color="0.6", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -296,4 +296,4 @@ def draw_error(ax, schedule, lower, title, *, steps=None, sigma=None):
     ax.set_ylabel("|p(sigma) - 1| after step t", fontsize=8)
     ax.set_title(f"{title}\nat lower = {lower:g}: max |p - 1| = {error:.2g} (dashed)", fontsize=9)
     ax.tick_params(labelsize=7)
-    ax.legend(title="step", fontsize=6, title_fontsize=6, loc="center left", frameon=False)
+    ax.legend(title="step", fontsize=6, title_fontsize=6, loc="center right", frameon=False)
