@@ -128,6 +128,8 @@ def dualize(
     xp = _xp.namespace(G, xp=xp)
     G = _validated(G, norm, orientation, kernel_ndim, "dualize", xp)
     options = {"method": method, "schedule": schedule, "steps": steps, "dtype": dtype}
+    if _checks.is_empty(G):  # zeros (no fan to scale by), the options checked all the same
+        return msign(G, xp=xp, **options)
     if norm in ("spectral", "rms_to_rms"):
         Q = msign(G, xp=xp, **options)
         return Q if norm == "spectral" else Q * rms_to_rms_scale(G.shape, orientation=orientation)
@@ -142,6 +144,7 @@ def dualize(
 
 def _validated(G, norm, orientation, kernel_ndim, name, xp):
     """Check the norm, orientation and shape; promote integers to float."""
+    kernel_ndim = _checks.as_count(kernel_ndim, "kernel_ndim", name, minimum=0)
     if norm not in NORMS:
         msg = f"{name}: norm must be one of {', '.join(NORMS)}; got {norm!r}"
         raise ValueError(msg)
@@ -177,13 +180,32 @@ def rms_to_rms_scale(shape: tuple, /, *, orientation: str = "out_in") -> float:
         The factor between the spectral and the RMS->RMS duality maps; Muon's
         ``update_scale="spectral"``.
 
+    Raises
+    ------
+    ValueError
+        For fewer than two sizes, a negative size, a fan-in of 0 (the ratio has no
+        value) or an unknown orientation.
+    TypeError
+        For a size that is not an integer.
+
     Examples
     --------
     >>> from matsign.duality import rms_to_rms_scale
     >>> rms_to_rms_scale((1024, 256)), rms_to_rms_scale((1024, 256), orientation="in_out")
     (2.0, 0.5)
     """
-    fan_out, fan_in = _fans(shape, orientation)
+    name = "rms_to_rms_scale"
+    if orientation not in ORIENTATIONS:
+        msg = f"{name}: orientation must be 'out_in' or 'in_out'; got {orientation!r}"
+        raise ValueError(msg)
+    if len(shape) < 2:
+        msg = f"{name} expects a shape (..., rows, cols); got {tuple(shape)}"
+        raise ValueError(msg)
+    sizes = [_checks.as_count(d, "each entry of shape", name, minimum=0) for d in shape[-2:]]
+    fan_out, fan_in = _fans(sizes, orientation)
+    if fan_in == 0:
+        msg = f"{name}: shape {tuple(shape)} has fan-in 0; sqrt(fan_out / fan_in) has no value"
+        raise ValueError(msg)
     return math.sqrt(fan_out / fan_in)
 
 
@@ -388,7 +410,8 @@ def spectral_norm(
     -------
     array of shape (...)
         The estimate, a lower bound on ``sigma_max`` (Rayleigh quotient), in ``G``'s
-        dtype, float32 for half precisions. Zero for a zero matrix.
+        dtype, float32 for half precisions. Zero for a zero matrix; NaN for a matrix
+        holding inf or NaN (the others of the stack as if alone).
 
     Raises
     ------
@@ -427,9 +450,13 @@ def spectral_norm(
         return xp.zeros(G.shape[:-2], dtype=work, device=_xp.device(G))
     if G.shape[-2] < G.shape[-1]:
         G = xp.matrix_transpose(G)
-    scale = _xp.frobenius_norm(G, xp=xp)
-    X = G / _xp.safe_divisor(scale, xp=xp)  # unit Frobenius norm: no overflow in G^T G
-    return scale[..., 0, 0] * _power_iteration(X, tol, max_steps, xp)
+
+    def estimate(Y):
+        scale = _xp.frobenius_norm(Y, xp=xp)
+        X = Y / _xp.safe_divisor(scale, xp=xp)  # unit Frobenius norm: no overflow in G^T G
+        return scale[..., 0, 0] * _power_iteration(X, tol, max_steps, xp)
+
+    return _checks.nan_where_nonfinite(estimate, G, xp=xp)  # NaN there, no stalled stack
 
 
 def _power_iteration(X, tol, max_steps, xp):

@@ -116,7 +116,7 @@ def kron_layout(
     ValueError
         For a size limit below 1 or a negative size.
     TypeError
-        For a size or limit that is not an integer.
+        For a size or limit that is not an integer, or a shape that is not a sequence.
 
     Notes
     -----
@@ -135,6 +135,9 @@ def kron_layout(
     for name, limit in (("max_dim", max_dim), ("max_precond_dim", max_precond_dim)):
         if limit is not None:
             _checks.as_count(limit, name, "kron_layout")
+    if not isinstance(shape, Sequence):
+        msg = f"kron_layout needs a shape (a sequence of int); got {type(shape).__name__}"
+        raise TypeError(msg)
     shape = tuple(_checks.as_count(d, "each entry of shape", "kron_layout", minimum=0)
                   for d in shape)
     merge_limit = max_dim if max_dim is not None else max_precond_dim
@@ -349,7 +352,7 @@ def update_factors(
     xp = _xp.namespace(G, *_present(state.factors), xp=xp)
     _checks.float_dtype(G, "update_factors", xp=xp)  # complex would lose its imaginary part
     _check_shape(G, state.layout, "update_factors")
-    if beta is not None and not 0.0 <= beta < 1.0:
+    if beta is not None and not 0.0 <= _checks.as_real(beta, "beta", "update_factors") < 1.0:
         msg = f"update_factors: beta must be None or in [0, 1); got {beta}"
         raise ValueError(msg)
     B = to_blocks(_as_factor_dtype(G, state, xp), state.layout, xp=xp)
@@ -661,6 +664,13 @@ def unproject(P: Array, bases: Eigenbases, /, *, xp: Namespace | None = None) ->
     -------
     array of shape ``bases.layout.shape``
 
+    Raises
+    ------
+    ValueError
+        If ``P`` is not of the blocked shape.
+    TypeError
+        For complex input or arrays of mixed libraries.
+
     Examples
     --------
     >>> import numpy as np
@@ -672,6 +682,10 @@ def unproject(P: Array, bases: Eigenbases, /, *, xp: Namespace | None = None) ->
     xp = _xp.namespace(P, *_present(bases.bases), xp=xp)
     layout = bases.layout
     k = len(layout.modes)
+    blocked = (*layout.grid, *layout.block)
+    if tuple(P.shape) != blocked:
+        msg = f"unproject: expected blocks of shape {blocked}; got {tuple(P.shape)}"
+        raise ValueError(msg)
     P = _checks.as_float(P, "unproject", xp=xp)
     for i, Q in enumerate(bases.bases):
         if Q is not None:

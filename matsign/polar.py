@@ -77,8 +77,8 @@ def msign(
     Raises
     ------
     ValueError
-        If ``G`` has fewer than two axes, ``method`` is unknown, or ``check_finite``
-        finds a non-finite value.
+        If ``G`` has fewer than two axes, ``method`` or ``schedule`` is unknown (with
+        either method), or ``check_finite`` finds a non-finite value.
     TypeError
         For complex input or arrays of mixed libraries.
     ConvergenceError
@@ -107,6 +107,8 @@ def msign(
     xp = _xp.namespace(G, xp=xp)
     G = _checks.as_float_matrix(G, "msign", xp=xp)
     check_options(steps=steps, tol=tol, max_steps=max_steps, name="msign")
+    if schedule is not None:
+        _as_schedule(schedule)  # an unknown name is an error whatever the method
     if rank_rtol is not None:
         _checks.as_bound(rank_rtol, "rank_rtol", "msign")
     if check_finite:
@@ -208,7 +210,8 @@ def newton_schulz(
         the caller guarantees a spectral norm of at most one.
     eps : float, optional
         Clamp the divisor below at ``eps`` (Muon's ``max(||G||_F, eps)``), so tiny
-        matrices are not blown up. None: only an all-zero matrix is left as it is.
+        matrices are not blown up; a finite number >= 0. None (or 0): only an all-zero
+        matrix is left as it is.
     gram : bool, optional
         Iterate on the m x m Gram matrix ``R = X X^T`` (``R <- q(R) R q(R)``) and
         apply the accumulated polynomial to ``X`` at the end, restarting from ``X``
@@ -239,7 +242,8 @@ def newton_schulz(
     ------
     ValueError
         For fewer than two axes, an unknown schedule or ``match``, too many steps
-        for a schedule that stops, or both ``steps`` and ``tol`` (or ``match``).
+        for a schedule that stops, both ``steps`` and ``tol`` (or ``match``), or an
+        ``eps`` that is negative or not finite.
     ConvergenceError
         With ``tol``, if ``max_steps`` steps do not reach it.
 
@@ -267,6 +271,8 @@ def newton_schulz(
     G = _checks.as_float_matrix(G, "newton_schulz", xp=xp)
     schedule = _as_schedule(schedule)
     check_options(steps=steps, tol=tol, match=match, max_steps=max_steps)
+    if eps is not None:  # 0 clamps nothing, as None (eps / 0 would give NaN for a zero matrix)
+        eps = _checks.as_bound(eps, "eps", "newton_schulz") or None
     polynomials = schedule.polynomials(steps) if tol is None else _with_convergent_tail(schedule)
     if _checks.is_empty(G):
         return xp.zeros(G.shape, dtype=G.dtype, device=_xp.device(G))

@@ -58,13 +58,14 @@ References
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _remez
+from . import _checks, _remez
 
 __all__ = ["Schedule", "band", "bands", "check", "design", "names", "preset", "scalar_map"]
 
@@ -105,6 +106,12 @@ class Schedule:
         if not self.coefficients or any(len(c) == 0 for c in self.coefficients):
             msg = f"schedule {self.name!r} needs at least one non-empty polynomial"
             raise ValueError(msg)
+        for poly in self.coefficients:
+            for c in poly:
+                _checks.as_bound(c, "each coefficient", f"schedule {self.name!r}",
+                                 low=-math.inf)
+        _checks.as_count(self.default_steps, "default_steps", f"schedule {self.name!r}",
+                         minimum=0)
         if not (math.isfinite(self.normalizer) and self.normalizer > 0):
             msg = f"schedule {self.name!r}: normalizer must be a finite number > 0; got " \
                   f"{self.normalizer!r}"
@@ -136,8 +143,12 @@ class Schedule:
         ------
         ValueError
             If ``steps`` is negative, or exceeds a schedule whose tail is ``"stop"``.
+        TypeError
+            If ``steps`` is not an integer.
         """
-        steps = self.default_steps if steps is None else int(steps)
+        where = f"schedule {self.name!r}"
+        steps = self.default_steps if steps is None else _checks.as_count(steps, "steps", where,
+                                                                          minimum=0)
         listed = len(self.coefficients)
         if steps < 0 or (self.tail == "stop" and steps > listed):
             msg = f"schedule {self.name!r} takes 0 to {listed} steps; got steps={steps}"
@@ -155,7 +166,11 @@ def scalar_map(coefficients: Sequence[float], x: ArrayLike) -> np.ndarray:
     >>> float(scalar_map((1.5, -0.5), 1.0))
     1.0
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
+    if np.iscomplexobj(x):
+        msg = f"scalar_map evaluates at real points; got complex dtype {x.dtype}"
+        raise TypeError(msg)
+    x = x.astype(np.float64)
     x2 = x * x
     acc = np.zeros_like(x)
     for c in reversed(coefficients):
@@ -217,7 +232,10 @@ def bands(
     Raises
     ------
     ValueError
-        If ``lower`` is not in ``(0, upper]``, or ``steps`` is out of range.
+        If ``lower`` is not in ``(0, upper]``, ``upper`` is not finite, or ``steps`` is
+        out of range.
+    TypeError
+        If ``lower`` or ``upper`` is not a number, or ``steps`` not an integer.
 
     Examples
     --------
@@ -226,10 +244,10 @@ def bands(
     [0.6875, 0.8688, 0.9753]
     """
     schedule = _resolve(schedule)
-    if not 0 < lower <= upper:
-        msg = f"band needs 0 < lower <= upper; got lower={lower}, upper={upper}"
+    lo, hi = _checks.as_real(lower, "lower", "band"), _checks.as_real(upper, "upper", "band")
+    if not (0 < lo <= hi and math.isfinite(hi)):
+        msg = f"band needs finite 0 < lower <= upper; got lower={lower}, upper={upper}"
         raise ValueError(msg)
-    lo, hi = float(lower), float(upper)
     out = []
     for coefficients in schedule.polynomials(steps):
         lo, hi = _image(coefficients, lo, hi)
@@ -394,7 +412,7 @@ def design(
     Raises
     ------
     ValueError
-        For ``lower`` outside (0, 1], ``steps < 1``, an even degree, ``safety < 1``
+        For ``lower`` outside (0, 1], ``steps`` not an integer >= 1, an even degree, ``safety < 1``
         or ``cushion`` outside [0, 1).
     RuntimeError
         If the Remez exchange fails (it has not on any interval tried).
@@ -452,7 +470,9 @@ def _validate_design(lower, steps, degree, safety, cushion, normalizer):
     if not 0 < lower <= 1:
         msg = f"design needs 0 < lower <= 1; got lower={lower}"
         raise ValueError(msg)
-    if int(steps) != steps or steps < 1:
+    integer = isinstance(steps, numbers.Real) and not isinstance(steps, bool) and \
+        math.isfinite(steps) and int(steps) == steps
+    if not (integer and steps >= 1):
         msg = f"design needs steps >= 1; got steps={steps!r}"
         raise ValueError(msg)
     if int(degree) != degree or degree < 1 or degree % 2 == 0:

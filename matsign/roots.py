@@ -369,14 +369,12 @@ def _iteration_options(tol, max_steps, check_every, A, dtype, name, *, xp):
         work = _xp.compute_dtype(dtype, A.dtype, xp)
         tol = math.sqrt(max(A.shape[-1], 1)) * float(xp.finfo(work).eps)
     max_steps = DEFAULT_MAX_STEPS if max_steps is None else max_steps
-    if not (math.isfinite(tol) and tol > 0):
-        msg = f"{name}: tol must be a finite number > 0; got tol={tol!r}"
-        raise ValueError(msg)
+    tol = _checks.as_bound(tol, "tol", name, strict=True)
     for option, value in (("max_steps", max_steps), ("check_every", check_every)):
-        if not (isinstance(value, numbers.Integral) and value >= 1):
+        if isinstance(value, bool) or not (isinstance(value, numbers.Integral) and value >= 1):
             msg = f"{name}: {option} must be an integer >= 1; got {option}={value!r}"
             raise ValueError(msg)
-    return float(tol), int(max_steps), int(check_every)
+    return tol, int(max_steps), int(check_every)
 
 
 def _cast(x, dtype, *, xp):
