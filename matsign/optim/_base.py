@@ -130,6 +130,9 @@ def chain(*steppers: Stepper) -> Stepper:
         return tuple(s.init(param) for s in steppers)
 
     def update(grad, state, param):
+        if grad is None:  # multi and the torch classes never pass one
+            raise TypeError("a stepper's update needs a gradient array; got None")
+        _xp.namespace(grad, *(() if param is None else (param,)))  # TypeError if mixed
         if param is not None and tuple(grad.shape) != tuple(param.shape):
             msg = (f"a gradient of shape {tuple(grad.shape)} for a parameter of shape "
                    f"{tuple(param.shape)}")
@@ -642,6 +645,10 @@ def multi(
 
     def update(grads, state, params=None):
         grad_map = dict(_tree.leaves(grads))
+        missing = [k for _, keys in state.groups for k in keys if k not in grad_map]
+        if missing:  # a None (or absent) gradient: the updates could not match the state
+            msg = f"multi: no gradient (None or absent) for the parameter(s) {missing}"
+            raise ValueError(msg)
         xp = _xp.namespace(*grad_map.values())
         G = [seen(grad_map, keys, xp) for _, keys in state.groups]
         P = None

@@ -438,7 +438,11 @@ def scale_by_learning_rate(learning_rate: float | Callable[[Array], Array | floa
     array([-0.05])
     """
     if not callable(learning_rate):
-        return scale(-float(learning_rate))
+        lr = float(learning_rate)
+        if not math.isfinite(lr):  # a negative rate ascends (as optax; the torch classes use it)
+            msg = f"learning_rate must be a finite number; got {learning_rate!r}"
+            raise ValueError(msg)
+        return scale(-lr)
 
     def init(param):
         return CountState(zeros_count(param))
