@@ -343,7 +343,7 @@ def _normalized(X, *, schedule, normalize, eps, xp):
         if eps is None:
             X = Y / _xp.safe_divisor(norm, xp=xp)
         else:
-            X = Y / xp.maximum(norm, eps / s)  # s = 0 (a zero matrix): eps / 0 = inf
+            X = Y / xp.maximum(norm, eps / _xp.safe_divisor(s, xp=xp))  # a zero matrix: Y = 0
     return _xp.as_contiguous(X, xp=xp)  # a transposed view costs ~30 % in the loop
 
 
