@@ -402,7 +402,7 @@ def preconditioners(
     xp : namespace, optional
         Array namespace; inferred from the factors when omitted.
     **root_options
-        Passed to `matsign.roots.inverse_root`: ``method`` (eigendecomposition or
+        Passed to `matsign.inverse_root`: ``method`` (eigendecomposition or
         coupled Newton), the regularisation ``eps``/``eps_mode``/``rank_rtol``, the
         iteration's ``tol``/``max_steps``/``check_every`` (``max_iter=`` is the
         deprecated 0.1 spelling of ``max_steps=``), ``dtype``.

@@ -399,7 +399,7 @@ def design(
         slope at tiny singular values moderate (Polar Express: 0.024..., the
         reference implementation's default 0.02).
     normalizer : float, optional
-        The schedule's `Schedule.normalizer`; ``safety`` when omitted, as in both
+        The schedule's ``normalizer`` (see `Schedule`); ``safety`` when omitted, as in both
         published uses.
     name : str, optional
         The schedule's name; a description of the parameters when omitted.

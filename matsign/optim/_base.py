@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 NONFINITE_POLICIES = ("skip", "raise", "ignore")
+"""What ``nonfinite=`` chooses from when a gradient holds NaN or inf: skip the step (zero
+updates, the state kept, selected on the device), raise (one host sync), or let it through."""
 
 
 class Stepper(NamedTuple):

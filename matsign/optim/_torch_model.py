@@ -257,7 +257,7 @@ class ModelOptimizer(torch.optim.Optimizer):
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a `state_dict` of an optimizer built the same way.
+        """Load a ``state_dict()`` of an optimizer built the same way.
 
         Each algorithm's optimizer loads its own groups and state (with its own dtype
         rules), and this one's ``param_groups`` and ``state`` are bound to theirs again.

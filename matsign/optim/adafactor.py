@@ -147,7 +147,8 @@ def scale_by_adafactor(
     factored : bool, default True
         Factor the second moment of parameters with two or more axes.
     factor_axes : {"last", "largest"}, default "last"
-        Which two axes: see `factored_axes`.
+        Which two axes: the last two (torch.optim.Adafactor) or the two largest, the
+        earlier of equal ones first (optax.adafactor).
     min_dim_size_to_factor : int, default 0
         Factor only when both axes are at least this long (optax: 128).
 
@@ -334,7 +335,7 @@ def adafactor(
     decay_rate, eps, eps_mode, clipping_threshold, multiply_by_parameter_scale, min_scale
         See `scale_by_adafactor`.
     factored, factor_axes, min_dim_size_to_factor
-        See `factored_axes`.
+        See `scale_by_adafactor`.
     weight_decay : float, default 0.0
         Decoupled: the step subtracts ``learning_rate * weight_decay * param`` (torch's;
         with a relative step, the cap times ``weight_decay``).
