@@ -73,8 +73,12 @@ html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "navbar_align": "left",
+    "header_links_before_dropdown": 4,  # the rest of the guide under "More"
+    "secondary_sidebar_items": ["page-toc", "sourcelink"],
 }
-html_sidebars = {"index": [], "benchmarks": []}
+# The pages form one flat list (the header has them), so no page has a section
+# navigation to show: no left sidebar anywhere, and the text column gets its width.
+html_sidebars = {"**": []}
 
 
 # --- Figures drawn from the code at build start --------------------------------------------
