@@ -10,6 +10,7 @@ line and exits with status 2, as argparse does for its own errors.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -69,7 +70,8 @@ def main(argv=None):
     Returns
     -------
     int
-        0 on success, 2 for a usage error (printed as one line on stderr).
+        0 on success, 2 for a usage error (printed as one line on stderr), 141 when the
+        reader of the output went away (``... | head``), as a shell reports SIGPIPE.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -78,6 +80,11 @@ def main(argv=None):
     except UsageError as exc:
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the rest of the output has no reader: send it nowhere, so that Python's flush
+        # at exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -113,6 +113,19 @@ def as_bound(value, what, name, *, low=0.0, strict=False):
     return x
 
 
+def as_rate(value, what, name, *, closed=False):
+    """``value`` as a Python float in [0, 1) ([0, 1] if ``closed``): a decay or mixing rate.
+
+    TypeError for a non-number, ValueError (naming ``what`` and the value) otherwise, NaN
+    included.
+    """
+    x = as_real(value, what, name)
+    if not (0.0 <= x < 1.0 or (closed and x == 1.0)):
+        msg = f"{name}: {what} must lie in [0, 1{']' if closed else ')'}; got {what}={value!r}"
+        raise ValueError(msg)
+    return x
+
+
 def as_count(value, what, name, *, minimum=1):
     """``value`` as a Python int ``>= minimum``: TypeError for non-integers (2.5, True)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -100,6 +100,13 @@ def _is_torch(x):
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def _is_jax(x):
+    """Whether ``x`` is a JAX array or tracer, without importing JAX (traceable by Dynamo:
+    array-api-compat's ``is_jax_array`` goes through ``functools.lru_cache``)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x, (jax.Array, jax.core.Tracer))
+
+
 def _torch_namespace():
     """array-api-compat's torch namespace (an import, not a cache: Dynamo traces it)."""
     import array_api_compat.torch as compat_torch
@@ -139,7 +146,12 @@ def device(x):
     A JAX array sharded over several devices gives None: its sharding fits its own
     shape only (a 0-d counter cannot be sharded like a matrix), and an array made
     without a device follows the computation it enters (uncommitted), on its devices.
+    So does an uncommitted JAX array (made without a device): what is made beside it
+    stays uncommitted too, as ``jit``'s outputs and inputs then agree in placement and
+    a jitted step is not compiled again for its own state.
     """
+    if _is_jax(x) and not is_traced(x) and not x.committed:
+        return None
     where = x.device if _is_torch(x) else array_api_compat.device(x)
     if len(getattr(where, "device_set", ())) > 1:  # a jax.sharding.Sharding
         return None
@@ -263,7 +275,7 @@ def is_traced(x) -> bool:
         import torch
 
         return bool(torch.compiler.is_compiling())
-    if array_api_compat.is_jax_array(x):
+    if _is_jax(x):
         import jax
 
         return isinstance(x, jax.core.Tracer)
@@ -300,7 +312,7 @@ def cond(pred, true_fn, false_fn, *operands):
     on the CPU and array-api-strict (`reads_free`); one host read, a device sync, per
     call for CUDA tensors and CuPy arrays; a graph break under ``torch.compile``.
     """
-    if not _is_torch(pred) and array_api_compat.is_jax_array(pred):
+    if _is_jax(pred):
         import jax
 
         return jax.lax.cond(pred, true_fn, false_fn, *operands)
@@ -316,8 +328,7 @@ def while_loop(cond_fn, body_fn, init):
     ``cond_fn`` on the host each time: free when it is a Python bool or a host array,
     one sync per step on CUDA and CuPy.
     """
-    if any(not _is_torch(leaf) and array_api_compat.is_jax_array(leaf)
-           for leaf in _leaves(init)):
+    if any(_is_jax(leaf) for leaf in _leaves(init)):
         import jax
 
         return jax.lax.while_loop(cond_fn, body_fn, init)

@@ -24,8 +24,8 @@ dicts with wrong shapes). Each case expects one outcome, from the docstrings:
 
 A case fails on any other exception (AttributeError, IndexError, ZeroDivisionError,
 RuntimeError such as torch's ``_LinAlgError``, ...), a silent wrong answer, a mutated
-input (compared with a copy taken before) or a case running past 1 s (10 s on JAX, whose
-first eager call of every shape and dtype compiles).
+input (compared with a copy taken before) or a case running past 30 s (60 s on JAX, whose
+first eager call of every shape and dtype compiles): a hang, not a slow case.
 Known defects are ``xfail(strict=True)`` with the defect and its repro as the reason
 (`KNOWN_DEFECTS`; ``pytest -rx`` lists them). float16 does not run on JAX: it takes
 bfloat16's half-precision path, and JAX compiles every eager op again per dtype.
@@ -66,8 +66,11 @@ from matsign import (
     psd_power,
 )
 
-SLOW_S = {"jax": 10.0}  # seconds after which a case counts as a hang: JAX compiles every
-SLOW_DEFAULT_S = 1.0  # new shape and dtype on its first eager call, elsewhere 1 s
+# Seconds after which a case counts as a hang: a hang detector, not a speed test (cases take
+# milliseconds; JAX compiles every new shape and dtype on its first eager call, and a shared
+# 2-core CI machine can stall any process for seconds).
+SLOW_S = {"jax": 60.0}
+SLOW_DEFAULT_S = 30.0
 ACCEPTED = (ValueError, TypeError, matsign.ConvergenceError)  # LinAlgError is a ValueError
 TOL = {"float64": 1e-9, "float32": 2e-4, "float16": 2e-2, "bfloat16": 1e-1}
 
@@ -1374,33 +1377,7 @@ def torch_class_cases():
 
 # --- the known defects (issue 14): strict xfails, each with its minimal repro ---------------------
 
-FLOAT16_ADAM = ("optim: the Adam-family denominator sqrt(v) + eps is formed in float16, where "
-                "eps=1e-8 rounds to 0, so a zero gradient entry gives 0/0 = NaN "
-                "(optim.adamw(0.1).update(g, s, p) with float16 g holding a 0; "
-                "torch.optim.AdamW does the same)")
-NORMUON_INIT = ("optim.normuon: init slices param[..., :1] before the shape check, so a 0-d "
-                "parameter raises IndexError (optim.normuon().init(np.ones(())))")
-NORMUON_STRICT = ("optim.normuon: init slices param[..., :1] of a zero-size axis, which "
-                  "array-api-strict refuses with IndexError before the shape check "
-                  "(optim.normuon().init(xp.zeros((3, 0))))")
-UNCHECKED = ("optim.{block}: {key} is not checked when the stepper is built, so its steps "
-             "diverge or give NaN (optim.{name}({key}={value!r}) builds)")
-KNOWN_DEFECTS = {
-    **{f"optim.{name}/float16": {"*": FLOAT16_ADAM} for name in ("adamw", "shampoo", "soap",
-                                                                 "adamuon")},
-    "optim.normuon/param()": {"*": NORMUON_INIT},
-    "optim.normuon/zero-size(3, 0)": {"array_api_strict": NORMUON_STRICT},
-    "optim.normuon/zero-size(0,)": {"array_api_strict": NORMUON_STRICT},
-    **{f"optim.{name}/{key}={value!r}": {"*": UNCHECKED.format(block=block, key=key,
-                                                               name=name, value=value)}
-       for name, key, value, block in [
-           ("muon", "momentum", 1.5, "trace"), ("muon", "momentum", math.nan, "trace"),
-           ("muon", "weight_decay", -1.0, "add_decayed_weights"),
-           ("adamw", "b1", 1.5, "scale_by_adam"), ("adamw", "b2", math.nan, "scale_by_adam"),
-           ("adamw", "eps", -1.0, "scale_by_adam"),
-           ("adamw", "weight_decay", math.nan, "add_decayed_weights"),
-           ("lion", "b1", 1.5, "scale_by_lion"), ("lion", "b2", -0.1, "scale_by_lion")]},
-}
+KNOWN_DEFECTS: dict = {}  # case id -> {backend family or "*": the defect and its repro}
 
 
 # --- the matrix ---------------------------------------------------------------------------------

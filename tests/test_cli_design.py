@@ -140,3 +140,20 @@ def test_unwritable_plot_path_exits_2(capsys, tmp_path):
         pytest.skip("matplotlib not installed")
     assert main(["design", "--plot", str(tmp_path / "missing" / "x.png")]) == 2
     assert "cannot save --plot" in capsys.readouterr().err
+
+
+def test_design_piped_into_head_exits_quietly():
+    """``python -m matsign design ... | head -1``: no BrokenPipeError traceback when the
+    reader is gone; the exit status a shell gives a process whose reader went away (141).
+    The read end is closed before the command writes, so every write meets a closed pipe."""
+    import subprocess
+    import sys
+
+    with subprocess.Popen([sys.executable, "-m", "matsign", "design", "--lower", "1e-4",
+                           "--steps", "12", "--degree", "7"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as process:
+        process.stdout.close()
+        err = process.stderr.read()
+        code = process.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert code == 141

@@ -615,3 +615,30 @@ def test_step_counters_on_sharded_parameters(sharded):
     """AdamW's and bias-corrected Muon's 0-d counters next to a sharded parameter."""
     report, _, _ = sharded
     assert report["init_errors"] == {}
+
+
+def _jit_entries(opt, steps=3):
+    """Entries in ``jax.jit(opt.update)``'s cache after ``steps`` steps of one model."""
+    params = {"hidden": jnp.ones((16, 8)) / 8, "head": jnp.ones((8, 4)) / 8}
+    state = opt.init(params)
+    update = jax.jit(opt.update)
+    for _ in range(steps):
+        _, state = update(params, state, params)
+    return update._cache_size()
+
+
+@pytest.mark.parametrize("name", ["muon", "adamw", "lion", "shampoo", "soap"])
+def test_a_jitted_update_compiles_once_as_optax(name):
+    """The state ``init`` makes is placed as ``update``'s outputs are (uncommitted beside
+    uncommitted params), so the second step reuses the first one's executable, as
+    optax's own transformations do (the oracle)."""
+    assert _jit_entries(optax.adamw(0.02)) == 1
+    assert _jit_entries(getattr(mo, name)(0.02)) == 1
+
+
+def test_state_beside_committed_params_is_committed_to_their_device():
+    device = jax.devices()[0]
+    params = {"w": jax.device_put(jnp.ones((16, 8)), device)}
+    state = mo.adamw(0.02).init(params)
+    leaves = jax.tree_util.tree_leaves(state)
+    assert leaves and all(leaf.committed and leaf.devices() == {device} for leaf in leaves)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .. import _xp
+from .._checks import as_rate
 from .._typing import Array
 from ._base import Stepper, chain
 from .transforms import (
@@ -417,10 +418,7 @@ def scale_by_tiger(beta: float = 0.945) -> Stepper:
     >>> u, state.exp_avg
     (array([ 1., -1.,  0.]), array([ 0.15, -1.  ,  0.  ]))
     """
-    beta = float(beta)
-    if not 0.0 <= beta < 1.0:
-        msg = f"scale_by_tiger: beta must lie in [0, 1); got {beta!r}"
-        raise ValueError(msg)
+    beta = as_rate(beta, "beta", "scale_by_tiger")
 
     def init(param):
         return TigerState(_xp.namespace(param).zeros_like(param))

@@ -22,11 +22,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .. import _xp
+from .._checks import as_rate
 from .._typing import Array, DType
 from ..polynomials import Schedule
 from ._base import Stepper, chain, every_matrix
 from .transforms import (
     add_decayed_weights,
+    eps_safe,
     lerp,
     orthogonalize,
     scale_by_learning_rate,
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 NEURONS = ("rows", "columns", "longer")
+"""What ``neurons=`` chooses from: where NorMuon keeps its statistics (`normuon_axis`)."""
 
 
 class AdaMuonState(NamedTuple):
@@ -74,7 +77,7 @@ class NorMuonState(NamedTuple):
 
 
 def normuon_axis(shape: tuple[int, ...], neurons: str) -> int:
-    """The axis `scale_by_normuon` averages ``O^2`` over: -1 (row statistics) or -2.
+    """The axis `~matsign.optim.scale_by_normuon` averages ``O^2`` over: -1 (row statistics) or -2.
 
     Parameters
     ----------
@@ -169,12 +172,6 @@ def _orthogonalizer(schedule, steps, eps, dtype, method, gram, match):
     return lambda N: ortho.update(N, (), None)[0]
 
 
-def _check_rate(name, value, *, lower=0.0):
-    if not lower <= value < 1.0:
-        msg = f"{name} must lie in [{lower}, 1); got {value!r}"
-        raise ValueError(msg)
-
-
 def scale_by_adamuon(
     b2: float = 0.95, eps: float = 1e-8, *, sign: bool = True, rms: float = 0.2,
     bias_correction: bool = False, schedule: str | Schedule = "jordan",
@@ -206,8 +203,9 @@ def scale_by_adamuon(
         it in bfloat16: ``dtype=torch.bfloat16``).
     work : callable, optional
         ``work(fn, stack)``: who computes which matrices (see `orthogonalize`). The
-        moment travels with the matrix (`packed_shape`), so orthogonalisation, moment
-        and rescale are computed on whole matrices by their owner.
+        moment travels with the matrix (`~matsign.optim.adamuon.packed_shape`), so
+        orthogonalisation, moment and rescale are computed on whole matrices by their
+        owner.
 
     Returns
     -------
@@ -244,7 +242,7 @@ def scale_by_adamuon(
     >>> state.v_buffer.shape
     (3, 2)
     """
-    _check_rate("b2", b2)
+    b2 = as_rate(b2, "b2", "scale_by_adamuon")
     if eps < 0.0 or not rms > 0.0:
         msg = f"scale_by_adamuon: need eps >= 0 and rms > 0; got eps={eps!r}, rms={rms!r}"
         raise ValueError(msg)
@@ -269,9 +267,13 @@ def scale_by_adamuon(
             if bias_correction:  # a torch stack holds one count per member: (k,) -> (k, 1, 1)
                 count = xp.reshape(step, tuple(step.shape) + (1,) * (V.ndim - step.ndim))
                 Vhat = V / xp.astype(1.0 - xp.pow(xp.full_like(count, b2), count), V.dtype)
-            O_hat = O / (xp.sqrt(Vhat) + eps)
             size = math.sqrt(O.shape[-2] * O.shape[-1])
-            return O_hat * (rms * size / (_frobenius(O_hat, xp) + eps)), V
+
+            def scaled(O, V):
+                O_hat = O / (xp.sqrt(V) + eps)
+                return O_hat * (rms * size / (_frobenius(O_hat, xp) + eps))
+
+            return eps_safe(scaled, eps, O, Vhat, xp=xp), V
 
         direction, V = _packed(work, normalised, grad, state.v_buffer, -1)
         new = AdaMuonCountedState(step, V) if bias_correction else AdaMuonState(V)
@@ -337,7 +339,7 @@ def adamuon(
     >>> round(float(np.sqrt(np.mean(u ** 2))), 8)     # lr times RMS 0.2
     0.0002
     """
-    _check_rate("momentum", momentum)
+    momentum = as_rate(momentum, "momentum", "adamuon")
     return chain(
         trace(momentum, nesterov=nesterov, ema=True),
         scale_by_adamuon(momentum if b2 is None else b2, eps, sign=sign, rms=rms,
@@ -364,9 +366,9 @@ def scale_by_normuon(
     eps : float, default 1e-10
         Added to ``sqrt(v)`` and to the norm of the rescale (the reference's constant).
     neurons : {"rows", "columns", "longer"}, default "rows"
-        Where the statistics live (see `normuon_axis`): per row of the ``(fan_out,
-        fan_in)`` matrix, i.e. per output neuron (the paper and the reference code),
-        per column, or along the longer side (modded-nanogpt).
+        Where the statistics live (see `~matsign.optim.adamuon.normuon_axis`): per row
+        of the ``(fan_out, fan_in)`` matrix, i.e. per output neuron (the paper and the
+        reference code), per column, or along the longer side (modded-nanogpt).
     rms : float, optional
         None: rescale to the Frobenius norm ``O`` had (the reference code, so Muon's
         learning rates and update scale carry over); a number: to that RMS,
@@ -411,7 +413,7 @@ def scale_by_normuon(
     >>> np.round(np.sum(u ** 2, axis=1), 6)     # rows balanced, the norm of U V^T kept
     array([1., 1.])
     """
-    _check_rate("b2", b2)
+    b2 = as_rate(b2, "b2", "scale_by_normuon")
     normuon_axis((1, 1), neurons)
     if eps < 0.0 or (rms is not None and not rms > 0.0):
         msg = f"scale_by_normuon: need eps >= 0 and rms > 0; got eps={eps!r}, rms={rms!r}"
@@ -422,9 +424,14 @@ def scale_by_normuon(
 
     def init(param):
         xp = _xp.namespace(param)
-        axis = normuon_axis(tuple(param.shape), neurons)
-        one = param[..., :1] if axis == -1 else param[..., :1, :]
-        return NorMuonState(xp.zeros_like(one))
+        shape = tuple(param.shape)
+        if len(shape) < 2:
+            msg = f"scale_by_normuon expects matrices of shape (..., m, n); got {shape}"
+            raise ValueError(msg)
+        stat = list(shape)
+        stat[normuon_axis(shape, neurons)] = 1  # one statistic per row (or column)
+        dtype = _xp.result_dtype(param, xp)
+        return NorMuonState(xp.zeros(tuple(stat), dtype=dtype, device=_xp.device(param)))
 
     def update(grad, state, param):
         xp = _xp.namespace(grad)
@@ -433,10 +440,14 @@ def scale_by_normuon(
         def normalised(N, v):
             O = orth(N)
             v = lerp(v, xp.mean(O * O, axis=axis, keepdims=True), 1.0 - b2)
-            O_hat = O * (1.0 / (xp.sqrt(v) + eps))
-            target = (_frobenius(O, xp) if rms is None
-                      else rms * math.sqrt(O.shape[-2] * O.shape[-1]))
-            return O_hat * (target / (_frobenius(O_hat, xp) + eps)), v
+
+            def scaled(O, v):
+                O_hat = O * (1.0 / (xp.sqrt(v) + eps))
+                target = (_frobenius(O, xp) if rms is None
+                          else rms * math.sqrt(O.shape[-2] * O.shape[-1]))
+                return O_hat * (target / (_frobenius(O_hat, xp) + eps))
+
+            return eps_safe(scaled, eps, O, v, xp=xp), v
 
         direction, v = _packed(work, normalised, grad, state.second_momentum_buffer, axis)
         return direction, NorMuonState(v)
@@ -502,7 +513,7 @@ def normuon(
     >>> np.round(np.sum(u ** 2, axis=1) / 0.02 ** 2, 6)
     array([1., 1.])
     """
-    _check_rate("momentum", momentum)
+    momentum = as_rate(momentum, "momentum", "normuon")
     if update_scale is None:
         update_scale = "jordan" if rms is None else "none"
     return chain(

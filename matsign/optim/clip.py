@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _xp
+from .._checks import as_rate
 from .._typing import Array
 from ._base import ORIENTATIONS
 
@@ -121,9 +122,7 @@ def qk_clip(
     >>> q[:, 0], k[:, 0]                                   # head 0: gamma = 1/4, sqrt each
     (array([0.5, 0.5, 1. , 1. ]), array([0.5, 0.5, 1. , 1. ]))
     """
-    if not 0.0 <= alpha <= 1.0:
-        msg = f"qk_clip: alpha must lie in [0, 1]; got {alpha!r}"
-        raise ValueError(msg)
+    alpha = as_rate(alpha, "alpha", "qk_clip", closed=True)
     xp = _xp.namespace(w_q, w_k, max_logits)
     gamma = clip_factors(max_logits, threshold)
     kv = num_heads if num_kv_heads is None else num_kv_heads

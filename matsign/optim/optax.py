@@ -394,8 +394,10 @@ def adafactor(
     steppers = _base.chain(*parts)
     labels = None
     if weight_decay_rate is not None:
-        # the update is negated already: the decay enters with a minus
-        decayed = _base.chain(*parts, add_decayed_weights(-weight_decay_rate))
+        # optax adds the decay to the direction before its final sign flip, unscaled by
+        # the rate; parts end negated, so flip back, decay, flip again
+        decay = add_decayed_weights(weight_decay_rate)
+        decayed = _base.chain(*parts, scale(-1.0), decay, scale(-1.0))
         steppers, labels = decayed, None
         if weight_decay_mask is not None:
             steppers = {"decay": decayed, "keep": _base.chain(*parts)}

@@ -7,22 +7,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .. import _xp, kron
+from .._checks import as_bound, as_rate
 from .._typing import Array
 from ._base import Stepper, chain
-from .transforms import add_decayed_weights, moments, scale_by_learning_rate, zeros_count
+from .transforms import (
+    add_decayed_weights,
+    eps_safe,
+    moments,
+    scale_by_learning_rate,
+    zeros_count,
+)
 
 __all__ = ["SOAPState", "ShampooState", "scale_by_shampoo", "scale_by_soap", "shampoo", "soap"]
-
-
-def _check_range(owner, name, value, low, high=None):
-    """``low <= value`` (and ``value < high``), else a ValueError naming ``value``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{owner}: {name} must be a real number; got {value!r}"
-        raise ValueError(msg)
-    if not low <= value or (high is not None and not value < high):
-        bounds = f"in [{low}, {high})" if high is not None else f">= {low}"
-        msg = f"{owner}: {name} must be {bounds}; got {value}"
-        raise ValueError(msg)
 
 
 def _check_count(owner, name, value):
@@ -42,11 +38,11 @@ def _optional(check):
 
 
 def _fraction(owner, name, value):
-    _check_range(owner, name, value, 0.0, 1.0)
+    as_rate(value, name, owner)
 
 
 def _nonnegative(owner, name, value):
-    _check_range(owner, name, value, 0.0)
+    as_bound(value, name, owner)
 
 
 def _flag(owner, name, value):
@@ -120,7 +116,7 @@ def _adam(grad, step, m, v, b1, b2, eps, xp):
     m, v = moments(m, v, grad, b1, b2)
     m_hat = m / xp.astype(_correction(b1, step, xp), m.dtype)
     v_hat = v / xp.astype(_correction(b2, step, xp), v.dtype)
-    return m, v, m_hat, m_hat / (xp.sqrt(v_hat) + eps)
+    return m, v, m_hat, eps_safe(lambda m, v: m / (xp.sqrt(v) + eps), eps, m_hat, v_hat, xp=xp)
 
 
 def _norm(x, xp):
@@ -150,7 +146,7 @@ def scale_by_shampoo(
         Blocking and per-mode powers, see `matsign.kron.kron_layout` and
         `matsign.kron.preconditioners` (default ``-1/(2k)``: ``L^-1/4 . R^-1/4``).
     root_eps, root_eps_mode, rank_rtol, root_method
-        The regularisation of `matsign.roots.inverse_root`: a ridge ``root_eps`` relative
+        The regularisation of `matsign.inverse_root`: a ridge ``root_eps`` relative
         to each factor's largest eigenvalue by default; ``rank_rtol`` pseudo-inverts.
     graft : bool, default True
         Rescale Shampoo's direction to the Frobenius norm of Adam's (layer-wise
@@ -342,7 +338,8 @@ def scale_by_soap(
         bases, s = state.bases, state.step  # Adam steps taken so far, this one included
         rotated = kron.project(grad, bases, xp=xp)
         m, v = moments(state.exp_avg, state.exp_avg_sq, grad, b1, b2, squared=rotated)
-        adam = kron.project(m, bases, xp=xp) / (xp.sqrt(v) + eps)
+        adam = eps_safe(lambda m, v: m / (xp.sqrt(v) + eps), eps,
+                        kron.project(m, bases, xp=xp), v, xp=xp)
         direction = kron.unproject(adam, bases, xp=xp)
         if normalize:
             direction = direction / (xp.sqrt(xp.mean(direction * direction)) + 1e-30)

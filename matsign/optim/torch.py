@@ -155,8 +155,11 @@ class _StepperOptimizer(torch.optim.Optimizer):
 
     The state lives stacked between steps (``_held``); ``self.state[p]`` holds views
     of it by entry name (see the module notes), so ``state_dict`` is per parameter as
-    torch's. A state that is not the installed views (after ``load_state_dict``, a new
-    parameter, a changed set of gradients) is stacked again from the entries.
+    torch's. It is built when the optimizer is made (and again by ``load_state_dict``)
+    for the parameters that require gradients, so that the first step runs the same
+    code as every later one: ``torch.compile(opt.step)`` compiles once. A state that is
+    not the installed views (a new parameter, a changed set of gradients) is stacked
+    again from the entries at the step.
     """
 
     _stack = False  # stack same-shape matrices into one call (Muon)
@@ -169,6 +172,24 @@ class _StepperOptimizer(torch.optim.Optimizer):
         self._process_group = process_group
         distributed.as_group(process_group)  # a bad mesh fails here, not at step 1
         super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._check_group(group)
+        self._build()
+
+    def _check_group(self, group):  # numpydoc ignore=PR01
+        """Refuse what the optimizer cannot take in ``group`` (a clear error, before any state)."""
+
+    def _build(self):
+        """Stack and install each group's state for its parameters that require gradients."""
+        for index, group in enumerate(self.param_groups):
+            params = tuple(p for p in group["params"] if p.requires_grad)
+            if params and self._builds_ahead(params):
+                held = self._stacked(self._stepper(group), params, group)
+                self._held[index] = self._installed(held, group)
+
+    def _builds_ahead(self, params):  # numpydoc ignore=PR01,RT01
+        """Whether the state of ``params`` is built before the first step."""
+        return True
 
     def _stepper(self, group, work=None):  # numpydoc ignore=PR01,RT01
         """The stepper for ``group``'s current hyperparameters (``work``: see `orthogonalize`)."""
@@ -204,6 +225,8 @@ class _StepperOptimizer(torch.optim.Optimizer):
             for name, slot in skeleton.items():
                 if slot.dtype is not None and isinstance(saved.get(name), torch.Tensor):
                     self.state[p][name] = saved[name].to(device=p.device, dtype=slot.dtype)
+        self._held = {}
+        self._build()
 
     def _loading(self, state_dict):
         """``(param, saved entries, skeleton)`` per saved state; ValueError for an entry
@@ -615,12 +638,13 @@ class Muon(_StepperOptimizer):
                     "split_axis": split_axis, "dual_norm_step": dual_norm_step,
                     "communication_dtype": communication_dtype}
         super().__init__(params, defaults, process_group)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.ndim < 2:
-                    msg = (f"Muon takes matrices (or conv/stacked >2-D tensors); got a "
-                           f"parameter of size {tuple(p.size())}: see matsign.optim.route")
-                    raise ValueError(msg)
+
+    def _check_group(self, group):
+        for p in group["params"]:
+            if p.ndim < 2:
+                msg = (f"Muon takes matrices (or conv/stacked >2-D tensors); got a "
+                       f"parameter of size {tuple(p.size())}: see matsign.optim.route")
+                raise ValueError(msg)
 
     def _stepper(self, group, work=None):
         split = group.get("split")
@@ -807,8 +831,15 @@ class _KronOptimizer(_StepperOptimizer):
                     "maximize": maximize, "nonfinite": nonfinite,
                     "communication_dtype": communication_dtype}
         super().__init__(params, defaults, process_group)
-        for group in self.param_groups:
-            self._stepper(group)  # the stepper checks its options: now, not at step 1
+
+    def _check_group(self, group):
+        self._stepper(group)  # the stepper checks its options: now, not at step 1
+
+    def _builds_ahead(self, params):
+        # over a process group each rank keeps the state of the parameters it owns,
+        # chosen at the first step: no state of every parameter on every rank
+        return all(distributed.placement(p, self._process_group).group is None
+                   for p in params)
 
     def _step_group(self, index, group):
         """One step; over a process group, each parameter's direction is its owner's."""

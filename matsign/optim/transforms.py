@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .. import _xp
+from .._checks import as_bound, as_rate
 from .._typing import Array, DType
 from ..duality import rms_to_rms_scale
 from ..polar import check_options, msign, newton_schulz
@@ -85,6 +86,21 @@ def zeros_count(param: Array) -> Array:
     xp = _xp.namespace(param)
     dtype = _xp.decomposition_dtype(_xp.result_dtype(param, xp), xp)
     return xp.zeros((), dtype=dtype, device=_xp.device(param))
+
+
+def eps_safe(fn: Callable[..., Array], eps: float, *arrays: Array, xp) -> Array:
+    """``fn(*arrays)`` in float32 where ``eps`` lies below the arrays' normal range.
+
+    Adam-type denominators ``sqrt(v) + eps`` need ``eps`` to count: in float16
+    (smallest normal 6.1e-5) the default 1e-8 rounds to 0, and a zero moment gives
+    0 / 0 = NaN. There the ratio is formed in float32, as torch's fused AdamW does, and
+    returned in the first array's dtype; every other dtype runs ``fn`` as it is.
+    """
+    dtype = arrays[0].dtype
+    if eps == 0.0 or xp.finfo(dtype).smallest_normal <= eps:
+        return fn(*arrays)
+    wide = fn(*(xp.astype(a, xp.float32) for a in arrays))
+    return xp.astype(wide, dtype)
 
 
 def lerp(start: Array, end: Array, weight: float) -> Array:
@@ -167,7 +183,7 @@ def trace(
     >>> t.update(np.ones(1), t.init(np.zeros(1)), None)[0]     # is its own average
     array([1.])
     """
-    mu = float(momentum)
+    mu = as_rate(momentum, "momentum", "trace")
     if bias_correction and not ema:
         msg = "trace: bias_correction needs ema=True (a sum of gradients has no bias)"
         raise ValueError(msg)
@@ -237,6 +253,8 @@ def scale_by_adam(
     >>> np.round(u, 6)
     array([ 1., -1.])
     """
+    b1, b2 = as_rate(b1, "b1", "scale_by_adam"), as_rate(b2, "b2", "scale_by_adam")
+    eps = as_bound(eps, "eps", "scale_by_adam")
 
     def init(param):
         xp = _xp.namespace(param)
@@ -250,9 +268,13 @@ def scale_by_adam(
         v_max = xp.maximum(state.max_exp_avg_sq, v) if amsgrad else v
         correction1 = 1.0 - xp.pow(xp.full_like(step, b1), step)
         correction2 = xp.sqrt(1.0 - xp.pow(xp.full_like(step, b2), step))
-        denom = xp.sqrt(v_max) / xp.astype(correction2, v.dtype) + eps
+
+        def direction(m, v):
+            denom = xp.sqrt(v) / xp.astype(correction2, v.dtype) + eps
+            return m / denom / xp.astype(correction1, m.dtype)
+
         new = AMSGradState(step, m, v, v_max) if amsgrad else AdamState(step, m, v)
-        return m / denom / xp.astype(correction1, m.dtype), new
+        return eps_safe(direction, eps, m, v_max, xp=xp), new
 
     return Stepper(init, update)
 
@@ -285,6 +307,8 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99) -> Stepper:
     >>> u
     array([ 1., -1.,  0.])
     """
+    b1 = as_rate(b1, "b1", "scale_by_lion", closed=True)
+    b2 = as_rate(b2, "b2", "scale_by_lion", closed=True)
 
     def init(param):
         return LionState(_xp.namespace(param).zeros_like(param))
@@ -371,7 +395,7 @@ def add_decayed_weights(weight_decay: float, *, cautious: bool = False) -> Stepp
     >>> u
     array([2., 1.])
     """
-    wd = float(weight_decay)
+    wd = as_bound(weight_decay, "weight_decay", "add_decayed_weights")
 
     def direction(grad, param):
         if wd == 0.0:
