@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .. import _xp
-from .._checks import as_rate
+from .._checks import as_bound, as_rate
 from .._typing import Array, DType
 from ..polynomials import Schedule
 from ._base import Stepper, chain, every_matrix
@@ -243,10 +243,8 @@ def scale_by_adamuon(
     (3, 2)
     """
     b2 = as_rate(b2, "b2", "scale_by_adamuon")
-    if eps < 0.0 or not rms > 0.0:
-        msg = f"scale_by_adamuon: need eps >= 0 and rms > 0; got eps={eps!r}, rms={rms!r}"
-        raise ValueError(msg)
-    b2, eps, rms = float(b2), float(eps), float(rms)
+    eps = as_bound(eps, "eps", "scale_by_adamuon")
+    rms = as_bound(rms, "rms", "scale_by_adamuon", strict=True)
     orth = _orthogonalizer(schedule, steps, ns_eps, dtype, method, gram, match)
     work = every_matrix if work is None else work
 
@@ -415,10 +413,9 @@ def scale_by_normuon(
     """
     b2 = as_rate(b2, "b2", "scale_by_normuon")
     normuon_axis((1, 1), neurons)
-    if eps < 0.0 or (rms is not None and not rms > 0.0):
-        msg = f"scale_by_normuon: need eps >= 0 and rms > 0; got eps={eps!r}, rms={rms!r}"
-        raise ValueError(msg)
-    b2, eps = float(b2), float(eps)
+    eps = as_bound(eps, "eps", "scale_by_normuon")
+    if rms is not None:
+        rms = as_bound(rms, "rms", "scale_by_normuon", strict=True)
     orth = _orthogonalizer(schedule, steps, ns_eps, dtype, method, gram, match)
     work = every_matrix if work is None else work
 

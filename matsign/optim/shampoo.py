@@ -11,8 +11,8 @@ from .._checks import as_bound, as_rate
 from .._typing import Array
 from ._base import Stepper, chain
 from .transforms import (
+    adam_ratio,
     add_decayed_weights,
-    eps_safe,
     moments,
     scale_by_learning_rate,
     zeros_count,
@@ -116,7 +116,7 @@ def _adam(grad, step, m, v, b1, b2, eps, xp):
     m, v = moments(m, v, grad, b1, b2)
     m_hat = m / xp.astype(_correction(b1, step, xp), m.dtype)
     v_hat = v / xp.astype(_correction(b2, step, xp), v.dtype)
-    return m, v, m_hat, eps_safe(lambda m, v: m / (xp.sqrt(v) + eps), eps, m_hat, v_hat, xp=xp)
+    return m, v, m_hat, adam_ratio(m_hat, v_hat, eps, xp=xp)
 
 
 def _norm(x, xp):
@@ -338,8 +338,7 @@ def scale_by_soap(
         bases, s = state.bases, state.step  # Adam steps taken so far, this one included
         rotated = kron.project(grad, bases, xp=xp)
         m, v = moments(state.exp_avg, state.exp_avg_sq, grad, b1, b2, squared=rotated)
-        adam = eps_safe(lambda m, v: m / (xp.sqrt(v) + eps), eps,
-                        kron.project(m, bases, xp=xp), v, xp=xp)
+        adam = adam_ratio(kron.project(m, bases, xp=xp), v, eps, xp=xp)
         direction = kron.unproject(adam, bases, xp=xp)
         if normalize:
             direction = direction / (xp.sqrt(xp.mean(direction * direction)) + 1e-30)

@@ -103,6 +103,11 @@ def eps_safe(fn: Callable[..., Array], eps: float, *arrays: Array, xp) -> Array:
     return xp.astype(wide, dtype)
 
 
+def adam_ratio(m: Array, v: Array, eps: float, *, xp) -> Array:
+    """Adam's ``m / (sqrt(v) + eps)``, by `eps_safe` (float32 where ``eps`` underflows)."""
+    return eps_safe(lambda m, v: m / (xp.sqrt(v) + eps), eps, m, v, xp=xp)
+
+
 def lerp(start: Array, end: Array, weight: float) -> Array:
     """``start + weight * (end - start)`` in the rounding order of ``torch.lerp``."""
     if hasattr(start, "lerp") and hasattr(end, "lerp"):
