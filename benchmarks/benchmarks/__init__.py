@@ -6,8 +6,11 @@ that configuration's environment variables for ``-E existing``, so they are pinn
 again here, before NumPy or torch start their thread pools. ``MATSIGN_BENCH_DEVICES``
 (default ``cpu,cuda``) chooses the devices whose rows run; ``MATSIGN_BENCH_LARGE_CPU=1``
 adds the CPU rows of the GEMM fraction at 2048^2 and 4096^2 (about 2 TFLOP a call at
-4096^2: minutes per row, so CI's quick run leaves them out). Timing, flop counts and
-thread pinning are `matsign.cli.timing`'s, shared with ``python -m matsign compare``.
+4096^2: minutes per row, so CI's quick run leaves them out); ``MATSIGN_BENCH_SMOKE=1``
+gives every parameter list its smallest sizes (`sizes`), as CI's quick run does to show
+that every benchmark runs, in minutes rather than half an hour (nothing is saved). Timing,
+flop counts and thread pinning are `matsign.cli.timing`'s, shared with ``python -m matsign
+compare``.
 """
 
 import contextlib
@@ -20,9 +23,16 @@ THREADS = int(os.environ.get("MATSIGN_BENCH_THREADS", "1"))
 DEVICES = os.environ.get("MATSIGN_BENCH_DEVICES", "cpu,cuda").split(",")
 # CPU rows of TrackGemmFraction at 2048^2 and 4096^2 (minutes each) run only when set to 1.
 LARGE_CPU = os.environ.get("MATSIGN_BENCH_LARGE_CPU", "0") == "1"
+# Every benchmark on its smallest sizes only, when set to 1 (CI's quick run).
+SMOKE = os.environ.get("MATSIGN_BENCH_SMOKE", "0") == "1"
 
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_name] = str(THREADS)
+
+
+def sizes(full, smoke):
+    """The sizes a benchmark runs: ``full``, or ``smoke`` when ``MATSIGN_BENCH_SMOKE=1``."""
+    return list(smoke if SMOKE else full)
 
 
 def wait(x):

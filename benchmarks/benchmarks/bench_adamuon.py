@@ -55,10 +55,10 @@ import time
 from pathlib import Path
 
 try:
-    from . import THREADS, pin_threads
+    from . import THREADS, pin_threads, sizes
 except ImportError:  # run as a script: python benchmarks/benchmarks/bench_adamuon.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package's folder
-    from benchmarks import THREADS, pin_threads
+    from benchmarks import THREADS, pin_threads, sizes
 
 try:
     import torch
@@ -80,7 +80,7 @@ RATIOS = [("matsign.AdaMuon", "pytorch_optimizer.AdaMuon"),
           ("matsign.AdaMuon", "matsign.Muon"), ("matsign.NorMuon", "matsign.Muon"),
           ("matsign.AdaMuon-match", "matsign.Muon-match"),
           ("matsign.NorMuon-match", "matsign.Muon-match")]
-WIDTHS = ["256"]
+WIDTHS = sizes(["256"], ["64"])
 BLOCKS = 12
 REFERENCE = "MATSIGN_NORMUON_REFERENCE"
 ADAMUON_LR = 1e-3

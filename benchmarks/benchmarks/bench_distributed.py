@@ -69,10 +69,12 @@ import time
 from pathlib import Path
 
 try:
+    from . import sizes
     from .bench_optim import BLOCKS, gpt2_like_parameters
     from .distributed_peers import JordanMuon
 except ImportError:  # run as a script: python benchmarks/benchmarks/bench_distributed.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package's folder
+    from benchmarks import sizes
     from benchmarks.bench_optim import BLOCKS, gpt2_like_parameters
     from benchmarks.distributed_peers import JordanMuon
 
@@ -94,7 +96,7 @@ BYTE_ROWS = ["matsign-fsdp2", "implicit-dtensor", "minimum-fsdp2",
 BYTE_MINIMUM = {"matsign-fsdp2": "minimum-fsdp2", "implicit-dtensor": "minimum-fsdp2",
                 "minimum-fsdp2": "minimum-fsdp2", "matsign-ddp": "minimum-ddp",
                 "jordan-2p": "minimum-ddp", "minimum-ddp": "minimum-ddp"}
-WIDTHS = ["256"]
+WIDTHS = sizes(["256"], ["64"])
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # the folder holding benchmarks/
 WORLD = 2
 LR = 0.02

@@ -42,10 +42,10 @@ import time
 from pathlib import Path
 
 try:
-    from . import THREADS, pin_threads
+    from . import THREADS, pin_threads, sizes
 except ImportError:  # run as a script: python benchmarks/benchmarks/bench_family.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package's folder
-    from benchmarks import THREADS, pin_threads
+    from benchmarks import THREADS, pin_threads, sizes
 
 try:
     import torch
@@ -59,7 +59,7 @@ PAIRS = ["Adafactor/torch", "Adafactor/pytorch_optimizer",
 RATIOS = [("matsign.Adafactor", "torch.optim.Adafactor"),
           ("matsign.Adafactor", "pytorch_optimizer.AdaFactor"),
           ("matsign.Tiger", "pytorch_optimizer.Tiger")]
-WIDTHS = ["256"]
+WIDTHS = sizes(["256"], ["64"])
 BLOCKS = 12
 TIGER = {"lr": 1e-3, "beta": 0.965, "weight_decay": 0.01}  # pytorch-optimizer's defaults
 NO_MOMENTUM = {"lr": 1e-2, "betas": (None, 0.999)}  # pytorch-optimizer's AdaFactor, momentum off

@@ -59,10 +59,10 @@ import time
 from pathlib import Path
 
 try:
-    from . import THREADS, pin_threads
+    from . import THREADS, pin_threads, sizes
 except ImportError:  # run as a script: python benchmarks/benchmarks/bench_heavyball.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package's folder
-    from benchmarks import THREADS, pin_threads
+    from benchmarks import THREADS, pin_threads, sizes
 
 try:
     import torch
@@ -71,7 +71,7 @@ except ImportError:
 
 ALGORITHMS = ["AdamW", "Muon", "SOAP"]
 ROWS = [f"{side}.{name}" for name in ALGORITHMS for side in ("matsign", "heavyball")]
-WIDTHS = ["128"]
+WIDTHS = sizes(["128"], ["32"])
 BLOCKS = 12
 STEPS = 20
 MLP = (12, 24, 24, 8)

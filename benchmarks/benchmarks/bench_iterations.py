@@ -12,10 +12,10 @@ import numpy as np
 import matsign
 from matsign.cli import timing  # the module: asv would take time_runs for a benchmark
 
-from . import wait
+from . import sizes, wait
 from .bench_msign import _gaussian, _on_backend, _shape
 
-WIDE = ["512x2048", "768x3072", "1024x8192"]
+WIDE = sizes(["512x2048", "768x3072", "1024x8192"], ["128x512"])
 GRAM_BACKENDS = ["numpy", "torch-float32", "torch-cuda-float32", "torch-cuda-bfloat16"]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from matsign import kron
 
-from . import pin_threads
+from . import pin_threads, sizes
 from .bench_msign import _gaussian, _on_backend
 
 BACKENDS = ["numpy", "torch-float32"]
@@ -38,9 +38,9 @@ def shampoo_step(G, state, method):
 
 
 class TimeShampooStep:
-    """One Shampoo step on 1024x4096 with blocks of 1024 (eight 1024^2 inverse roots)."""
+    """One Shampoo step on m x n in square blocks of min(m, n) (1024x4096: eight 1024^2 roots)."""
 
-    params = (["eigh", "newton"], ["1024x4096"], BACKENDS)
+    params = (["eigh", "newton"], sizes(["1024x4096"], ["256x1024"]), BACKENDS)
     param_names = ("method", "shape", "backend")
     timeout = 300
 
@@ -48,7 +48,7 @@ class TimeShampooStep:
         pin_threads()
         m, n = (int(d) for d in shape.split("x"))
         self.G = _on_backend(_gaussian((m, n)), backend)
-        self.state = shampoo_state(self.G, max_dim=1024)
+        self.state = shampoo_state(self.G, max_dim=min(m, n))
 
     def time_shampoo_step(self, method, shape, backend):
         shampoo_step(self.G, self.state, method)
@@ -57,7 +57,7 @@ class TimeShampooStep:
 class TimeSoapBasis:
     """SOAP basis update for both n x n factors of an n x n gradient: refresh vs full eigh."""
 
-    params = (["refresh", "eigh"], [1024, 2048], BACKENDS)
+    params = (["refresh", "eigh"], sizes([1024, 2048], [128]), BACKENDS)
     param_names = ("update", "n", "backend")
     timeout = 300
 

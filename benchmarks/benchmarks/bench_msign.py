@@ -19,18 +19,19 @@ from matsign import polynomials
 from matsign.cli import timing  # the module: asv would take time_runs for a benchmark
 from matsign.testing import matrix_with_singular_values
 
-from . import LARGE_CPU, fast_bfloat16, pin_threads, require_device, wait
+from . import LARGE_CPU, fast_bfloat16, pin_threads, require_device, sizes, wait
 
 try:  # imported once here: asv's forkserver then shares it with every benchmark process
     import torch
 except ImportError:
     torch = None
 
-SHAPES = ["256x256", "1024x1024", "1024x4096", "16x512x512", "4096x4096", "2048x8192"]
+SHAPES = sizes(["256x256", "1024x1024", "1024x4096", "16x512x512", "4096x4096", "2048x8192"],
+               ["128x128", "128x512", "4x128x128"])
 GPU_SHAPES = {"4096x4096", "2048x8192"}  # minutes per row on a CPU; what fills a GPU
 # TrackGemmFraction adds 2048^2; it and 4096^2 run on a CPU with MATSIGN_BENCH_LARGE_CPU=1
-GEMM_SHAPES = ["256x256", "1024x1024", "2048x2048", "1024x4096", "16x512x512", "4096x4096",
-               "2048x8192"]
+GEMM_SHAPES = sizes(["256x256", "1024x1024", "2048x2048", "1024x4096", "16x512x512",
+                     "4096x4096", "2048x8192"], ["128x128"])
 LARGE_CPU_SHAPES = {"2048x2048", "4096x4096"}
 BACKENDS = ["numpy", "torch-float32", "torch-bfloat16",
             "torch-cuda-float32", "torch-cuda-bfloat16", "cupy-float32"]

@@ -48,14 +48,14 @@ import time
 from pathlib import Path
 
 try:
-    from . import THREADS, pin_threads
+    from . import THREADS, pin_threads, sizes
 except ImportError:  # run as a script: python benchmarks/benchmarks/bench_optax.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package's folder
-    from benchmarks import THREADS, pin_threads
+    from benchmarks import THREADS, pin_threads, sizes
 
 ROWS = ["matsign", "optax.contrib.muon"]
-CASES = ["gpt2-small-4-layers"]  # asv; the script's default is the whole "gpt2-small"
-BLOCKS = {"gpt2-small": 12, "gpt2-small-4-layers": 4}
+CASES = sizes(["gpt2-small-4-layers"], ["gpt2-small-1-layer"])  # the script: "gpt2-small"
+BLOCKS = {"gpt2-small": 12, "gpt2-small-4-layers": 4, "gpt2-small-1-layer": 1}
 WIDTH, VOCAB, CONTEXT = 768, 50257, 1024
 JORDAN = (3.4445, -4.7750, 2.0315)
 LR, ADAM_LR, MOMENTUM = 0.02, 3e-4, 0.95

@@ -32,14 +32,14 @@ import numpy as np
 
 from matsign.cli import timing  # the module: asv would take time_runs for a benchmark
 
-from . import fast_bfloat16, pin_threads, require_device, wait
+from . import fast_bfloat16, pin_threads, require_device, sizes, wait
 
 try:
     import torch
 except ImportError:
     torch = None
 
-WIDTHS = ["128", "768"]
+WIDTHS = sizes(["128", "768"], ["32"])
 DEVICES = ["cpu", "cuda"]
 ROWS = ["torch.optim.Muon", "matsign-bfloat16", "matsign-float32", "matsign",
         "torch-float32-port"]

@@ -19,7 +19,7 @@ import numpy as np
 import matsign
 from matsign.cli import timing  # the module: asv would take time_runs for a benchmark
 
-from . import pin_threads
+from . import pin_threads, sizes
 
 try:  # imported once here: asv's forkserver then shares it with every benchmark process
     import torch
@@ -31,7 +31,7 @@ try:
 except ImportError:
     scipy = None
 
-SIZES = [256, 512, 1024, 2048]
+SIZES = sizes([256, 512, 1024, 2048], [128])
 DTYPES = ["float32", "float64"]
 BACKENDS = ["numpy", "torch"]
 IMPLEMENTATIONS = ["eigh", "newton", "scipy"]
@@ -139,7 +139,7 @@ class TrackSpeedupOverScipy:
     SciPy timed just before each of matsign's runs (`matsign.cli.timing.time_runs`).
     """
 
-    params = (["eigh", "newton"], [256, 512, 1024], BACKENDS)
+    params = (["eigh", "newton"], sizes([256, 512, 1024], [128]), BACKENDS)
     param_names = ("method", "n", "backend")
     timeout = 900
     repeats = 3
