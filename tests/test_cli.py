@@ -393,22 +393,27 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_progress_estimates_the_time_left():
+def test_progress_estimates_the_time_left_from_timed_runs_only():
+    # Warm-up runs (first calls, accuracy checks) take 10 s each, timed runs 1 s (a), 2 s (b).
     stream = Terminal()
-    progress = Progress(stream=stream, clock=Clock(0.0, 0.0, 1.0, 3.0, 4.0, 6.0))
-    progress.start(["a", "b"], rounds=2, warmup=1)
-    progress.step(0, 0)  # t = 0: nothing seen yet
-    progress.step(0, 1)  # t = 1: a took 1 s, b guessed alike: 1 + one more round of 2
-    progress.step(1, 0)  # t = 3: b took 2 s: this round's 1 + 2
-    progress.step(1, 1)  # t = 4: b's 2 s
-    progress.close()     # t = 6
+    progress = Progress(stream=stream, clock=Clock(0.0, 0.0, 10.0, 20.0, 21.0, 23.0, 24.0, 26.0))
+    progress.start(["a", "b"], rounds=3, warmup=1)
+    progress.step(0, 0)  # t = 0
+    progress.step(0, 1)  # t = 10: a's warm-up (not counted)
+    progress.step(1, 0)  # t = 20: b's warm-up (not counted): nothing timed yet
+    progress.step(1, 1)  # t = 21: a took 1 s, b guessed alike: 1 + one more round of 2
+    progress.step(2, 0)  # t = 23: b took 2 s: this round's 1 + 2
+    progress.step(2, 1)  # t = 24: b's 2 s
+    progress.close()     # t = 26
     shown = [part.strip() for part in stream.getvalue().split("\r") if part.strip()]
     assert shown == [
-        "warm-up 1/1: a (1/2), 0.0 s so far, estimating the time left",
-        "warm-up 1/1: b (2/2), 1.0 s so far, about 3.0 s left",
-        "round 1/1: a (1/2), 3.0 s so far, about 3.0 s left",
-        "round 1/1: b (2/2), 4.0 s so far, about 2.0 s left",
-        "compare: 4 runs (2 rows x 2 rounds) in 6.0 s",
+        "warm-up 1/1: a (1/2), 0.0 s so far, the time left is estimated after the warm-up",
+        "warm-up 1/1: b (2/2), 10 s so far, the time left is estimated after the warm-up",
+        "round 1/2: a (1/2), 20 s so far, estimating the time left",
+        "round 1/2: b (2/2), 21 s so far, about 3.0 s left",
+        "round 2/2: a (1/2), 23 s so far, about 3.0 s left",
+        "round 2/2: b (2/2), 24 s so far, about 2.0 s left",
+        "compare: 6 runs (2 rows x 3 rounds) in 26 s",
     ]
 
 

@@ -715,10 +715,11 @@ class Progress:
 
     `note` shows a message; `start` announces the rows and rounds; `step` (the ``before``
     hook of `matsign.cli.timing.time_interleaved`) is called before each run, and
-    estimates the time left from each row's last run (the mean of those seen, for rows
-    not run yet). On a terminal one line is rewritten before every run; elsewhere (a
-    log file, a pipe) a line is written as each row of the first round starts, and once
-    per later round.
+    estimates the time left from each row's last timed run (the mean of those seen, for
+    rows not run yet). Warm-up runs do not count: they hold each row's first call and
+    its accuracy check (a float64 SVD), often many times a timed run. On a terminal one
+    line is rewritten before every run; elsewhere (a log file, a pipe) a line is written
+    as each row of the first round starts, and once per later round.
     """
 
     def __init__(self, *, enabled=True, stream=None, clock=time.perf_counter):
@@ -741,7 +742,7 @@ class Progress:
     def step(self, round_, i):
         """Row ``i`` of round ``round_`` (from 0) is about to run."""
         now = self.clock()
-        if self.current is not None:
+        if (round_, i) > (self.warmup, 0):  # the run that just ended was a timed one
             self.seconds[self.current] = now - self.since
         self.current, self.since = i, now
         if self.tty or round_ == 0 or i == 0:
@@ -762,7 +763,12 @@ class Progress:
         else:
             kind = f"round {round_ - self.warmup + 1}/{self.rounds - self.warmup}"
         left = self._left(round_, i)
-        eta = "estimating the time left" if left is None else f"about {_duration(left)} left"
+        if round_ < self.warmup:
+            eta = "the time left is estimated after the warm-up"
+        elif left is None:
+            eta = "estimating the time left"
+        else:
+            eta = f"about {_duration(left)} left"
         return (f"{kind}: {self.names[i]} ({i + 1}/{len(self.names)}), "
                 f"{_duration(now - self.started)} so far, {eta}")
 
