@@ -147,8 +147,8 @@ def gemm_fraction_figure(values, caption):
     ax.set_xlabel("matrix shape (m × n, or batch × m × n)")
     ax.set_ylabel("fraction of the GEMM rate (flops/s ÷ GEMM flops/s)")
     ax.set_title("Newton–Schulz msign (standard loop) against a plain GEMM", fontsize=11)
-    ax.set_ylim(0, 1.5)
-    ax.legend(title="preset, backend", fontsize=8, ncol=2, loc="upper center")
+    ax.set_ylim(0, 1.75)
+    ax.legend(title="preset, backend", fontsize=8, ncol=4, loc="upper center")
     fig.text(0.01, -0.02, caption, fontsize=7, ha="left", va="top", wrap=True)
     return fig
 
