@@ -71,21 +71,24 @@ from pathlib import Path
 try:
     from . import sizes
     from .bench_optim import BLOCKS, gpt2_like_parameters
-    from .distributed_peers import JordanMuon
 except ImportError:  # run as a script: python benchmarks/benchmarks/bench_distributed.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package's folder
     from benchmarks import sizes
     from benchmarks.bench_optim import BLOCKS, gpt2_like_parameters
-    from benchmarks.distributed_peers import JordanMuon
 
 try:
     import torch
     import torch.distributed as dist
     import torch.multiprocessing as mp
     from torch.utils._python_dispatch import TorchDispatchMode
-except ImportError:
+except ImportError:  # the benchmarks are skipped (setup_cache raises NotImplementedError)
     torch = None
     TorchDispatchMode = object
+else:
+    try:
+        from .distributed_peers import JordanMuon  # imports torch
+    except ImportError:  # run as a script
+        from benchmarks.distributed_peers import JordanMuon
 
 ROWS = ["matsign-1p", "matsign-ddp-2p", "matsign-fsdp2-2p", "jordan-1p", "jordan-2p"]
 PROCESSES = {row: int(row[-2]) for row in ROWS}
