@@ -128,7 +128,7 @@ def static(cls: type) -> type:
     loaded); other libraries need none.
     """
     _UNREGISTERED.append(cls)
-    if "jax" in sys.modules:
+    if sys.modules.get("jax") is not None:  # None: an import blocked
         _register_static()
     return cls
 

@@ -110,7 +110,8 @@ def _warm_up():
 
 pin_threads()
 _warm_up()
-fast_bfloat16()  # measured once here, in the process that asv forks the benchmarks from
+if torch is not None:
+    fast_bfloat16()  # measured once here, in the process that asv forks the benchmarks from
 
 
 class TimeMsign:
