@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-MODULES = sorted(p.stem for p in (BENCHMARKS / "benchmarks").glob("bench_*.py"))
+MODULES = sorted(p.stem for p in (BENCHMARKS / "benchmarks").glob("*.py") if p.stem != "__init__")
 HIDDEN = ("torch", "jax", "optax", "cupy", "heavyball", "pytorch_optimizer", "flax")
 
 

@@ -22,18 +22,27 @@ As there, the parameters of each group of ``world_size`` must share a shape (all
 takes equal shapes), which a model's parameters sorted by shape satisfy unless a shape's
 count is not a multiple of the world size.
 
-This module imports only torch, so that tests can load it by its path.
+This module imports only torch, so that tests can load it by its path. Without torch it
+still imports (asv imports every module of the suite to discover benchmarks), and
+`JordanMuon` cannot be made.
 """
 
-import torch
-import torch.distributed as dist
+try:
+    import torch
+    import torch.distributed as dist
+    from torch.optim import Optimizer
+
+    BFLOAT16 = torch.bfloat16
+except ImportError:
+    torch = dist = BFLOAT16 = None
+    Optimizer = object
 
 __all__ = ["JordanMuon", "jordan_newton_schulz"]
 
 JORDAN = (3.4445, -4.7750, 2.0315)  # the quintic's coefficients, as Jordan's muon.py
 
 
-def jordan_newton_schulz(G, steps=5, *, eps=1e-7, dtype=torch.bfloat16):
+def jordan_newton_schulz(G, steps=5, *, eps=1e-7, dtype=BFLOAT16):
     """Jordan's quintic Newton–Schulz on ``G`` of shape (..., m, n), in ``dtype``.
 
     Parameters
@@ -66,7 +75,7 @@ def jordan_newton_schulz(G, steps=5, *, eps=1e-7, dtype=torch.bfloat16):
     return X.mT if tall else X
 
 
-class JordanMuon(torch.optim.Optimizer):
+class JordanMuon(Optimizer):
     """Keller Jordan's (distributed) Muon as a ``torch.optim.Optimizer``.
 
     Parameters
@@ -93,7 +102,7 @@ class JordanMuon(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr=0.02, weight_decay=0.0, momentum=0.95, *, nesterov=True,
-                 ns_steps=5, eps=1e-7, ns_dtype=torch.bfloat16, process_group=None):
+                 ns_steps=5, eps=1e-7, ns_dtype=BFLOAT16, process_group=None):
         params = sorted(params, key=lambda p: p.size(), reverse=True)
         if not params:
             raise ValueError("JordanMuon needs at least one parameter")
@@ -103,19 +112,19 @@ class JordanMuon(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self.process_group = process_group
 
-    @torch.no_grad()
     def step(self, closure=None):
         """One Muon step; ``closure`` (optional) re-evaluates the loss first."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            if self.process_group is None:
-                for p in group["params"]:
-                    self._update(p, group)
-            else:
-                self._step_shared(group)
+        with torch.no_grad():
+            for group in self.param_groups:
+                if self.process_group is None:
+                    for p in group["params"]:
+                        self._update(p, group)
+                else:
+                    self._step_shared(group)
         return loss
 
     def _step_shared(self, group):
