@@ -148,6 +148,29 @@ def test_inputs_are_not_modified_and_jit_traces():
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
 
 
+@pytest.mark.parametrize("alpha", [0.5, 0.25])
+def test_qk_factors_are_the_closed_form_split_of_gamma(backend, alpha):
+    logits = np.array([400.0, 50.0, 100.0, 150.0])
+    gamma = np.minimum(1.0, 100.0 / logits)  # the closed form, tau = 100
+    q, k = optim.qk_factors(_as(backend, logits), threshold=100.0, num_heads=4, alpha=alpha)
+    np.testing.assert_allclose(to_numpy(q), gamma**alpha, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(k), gamma ** (1 - alpha), rtol=1e-6)
+    q, k = optim.qk_factors(_as(backend, logits), threshold=100.0, num_heads=4, num_kv_heads=2)
+    np.testing.assert_allclose(to_numpy(q), gamma, rtol=1e-6)  # grouped keys: all on q
+    assert k is None
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        optim.qk_factors(_as(backend, logits[:3]), threshold=100.0, num_heads=4)
+
+
+def test_qk_factors_trace_under_jit():
+    jax = pytest.importorskip("jax")
+    logits = np.array([400.0, 50.0, 100.0, 150.0])
+    q, k = jax.jit(lambda s: optim.qk_factors(s, threshold=100.0, num_heads=4))(logits)
+    gamma = np.minimum(1.0, 100.0 / logits)
+    np.testing.assert_allclose(np.asarray(q), np.sqrt(gamma), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(k), np.sqrt(gamma), rtol=1e-6)
+
+
 def test_the_torch_helper_clips_in_place():
     """qk_clip_ writes the functional result into the modules' weights (same bits)."""
     torch = pytest.importorskip("torch")

@@ -15,6 +15,7 @@ import socket
 import tempfile
 import traceback
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -238,6 +239,33 @@ def _scenario_flops(layout):
     return {"flops": [float(f) for f in every]}
 
 
+QK_HEADS, QK_HEAD_DIM = 3, 3  # 9 rows: 5 + 4 on 2 ranks, 3 + 3 + 3 + 0 on 4 (heads straddle)
+QK_LOGITS = [400.0, 50.0, 150.0]  # tau = 100: heads 0 and 2 are clipped
+
+
+def _scenario_qk_clip(kv_heads):
+    """qk_clip_ on FSDP2-sharded projections against qk_clip on the full weights."""
+    from torch.distributed.fsdp import fully_shard
+
+    from matsign import optim
+    from matsign.optim.torch import qk_clip_
+
+    g = torch.Generator().manual_seed(7)
+    w_q = torch.randn(QK_HEADS * QK_HEAD_DIM, 5, generator=g)
+    w_k = torch.randn(kv_heads * QK_HEAD_DIM, 5, generator=g)
+    logits = torch.tensor(QK_LOGITS)
+    model = _Sharded([w_q, w_k])
+    fully_shard(model)
+    q, k = model.weights
+    gamma = qk_clip_(q, k, logits, threshold=100.0, num_heads=QK_HEADS, num_kv_heads=kv_heads)
+    want_q, want_k = optim.qk_clip(w_q, w_k, logits, threshold=100.0, num_heads=QK_HEADS,
+                                   num_kv_heads=kv_heads)
+    got_q, got_k = _full([q, k])
+    return {"sharded": type(q).__name__ == "DTensor",
+            "equal": bool(torch.equal(got_q, want_q) and torch.equal(got_k, want_k)),
+            "changed": not torch.equal(got_q, w_q), "gamma": gamma.tolist()}
+
+
 OPTIMIZERS = ["Muon", "AdamW", "Lion", "Shampoo", "SOAP"]
 LAYOUTS = ["replicated", "sharded"]
 CHECKPOINTED = ["Muon", "AdamW", "Shampoo", "SOAP"]
@@ -257,6 +285,8 @@ def _scenarios():
     for layout in LAYOUTS:
         out[f"flops/{layout}"] = (_scenario_flops, layout)
     out["buckets/Muon"] = (_scenario_buckets, "Muon")
+    out["qk_clip/mha"] = (_scenario_qk_clip, QK_HEADS)
+    out["qk_clip/gqa"] = (_scenario_qk_clip, 1)
     out["buckets/Muon-bfloat16"] = (_scenario_buckets, "Muon-bfloat16")
     for name in CHECKPOINTED:
         out[f"checkpoint/{name}"] = (_scenario_checkpoint, name)
@@ -365,3 +395,13 @@ def test_muon_flops_are_balanced_on_gpt2_small(ranks, layout):
     total = 12 * (4 * 30 + 2 * 90) * d ** 3
     assert sum(flops) == total  # every matrix computed once, by one rank
     assert max(flops) == min(flops) == total / len(flops)  # 48, 12, 12 split evenly
+
+
+@pytest.mark.parametrize("attention", ["mha", "gqa"])
+def test_qk_clip_on_sharded_weights_matches_the_full_weights(ranks, attention):
+    found = _result(ranks, f"qk_clip/{attention}")
+    assert found["sharded"]
+    assert found["equal"]  # bit for bit: each rank scales its rows by their head's factor
+    assert found["changed"]
+    np.testing.assert_allclose(found["gamma"], np.minimum(1.0, 100.0 / np.array(QK_LOGITS)),
+                               rtol=1e-6)

@@ -194,6 +194,7 @@ COVERED = {
     "matsign.optim.apply_updates": "multi_state", "matsign.optim.every_matrix": "steppers",
     "matsign.optim.route": "multi_state", "matsign.optim.qk_clip": "test_clip",
     "matsign.optim.qk_clip_mla": "test_clip", "matsign.optim.clip_factors": "test_clip",
+    "matsign.optim.qk_factors": "test_clip",
     "matsign.optim.stack": "multi_state", "matsign.optim.unstack": "multi_state",
     "matsign.optim.step_stacks": "multi_state",
 }

@@ -45,7 +45,7 @@ from .adamuon import (
     scale_by_normuon,
 )
 from .alias import adamw, lion
-from .clip import clip_factors, qk_clip, qk_clip_mla
+from .clip import clip_factors, qk_clip, qk_clip_mla, qk_factors
 from .muon import EMBEDDING_NAMES, HEAD_NAMES, muon, route
 from .shampoo import ShampooState, SOAPState, scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
@@ -107,6 +107,7 @@ __all__ = [
     "orthogonalize",
     "qk_clip",
     "qk_clip_mla",
+    "qk_factors",
     "route",
     "scale",
     "scale_by_adafactor",

@@ -16,7 +16,7 @@ from .._checks import as_rate
 from .._typing import Array
 from ._base import ORIENTATIONS
 
-__all__ = ["clip_factors", "qk_clip", "qk_clip_mla"]
+__all__ = ["clip_factors", "qk_clip", "qk_clip_mla", "qk_factors"]
 
 
 def clip_factors(max_logits: Array, threshold: float) -> Array:
@@ -122,17 +122,54 @@ def qk_clip(
     >>> q[:, 0], k[:, 0]                                   # head 0: gamma = 1/4, sqrt each
     (array([0.5, 0.5, 1. , 1. ]), array([0.5, 0.5, 1. , 1. ]))
     """
-    alpha = as_rate(alpha, "alpha", "qk_clip", closed=True)
     xp = _xp.namespace(w_q, w_k, max_logits)
+    on_q, on_k = qk_factors(max_logits, threshold=threshold, num_heads=num_heads, alpha=alpha,
+                            num_kv_heads=num_kv_heads)
+    new_k = w_k if on_k is None else _per_head(w_k, on_k, num_heads, orientation, xp)
+    return _per_head(w_q, on_q, num_heads, orientation, xp), new_k
+
+
+def qk_factors(
+    max_logits: Array, *, threshold: float, num_heads: int, alpha: float = 0.5,
+    num_kv_heads: int | None = None,
+) -> tuple[Array, Array | None]:
+    """The factors `qk_clip` multiplies each head's query and key outputs by.
+
+    For callers that scale the weights themselves (in place, or shard by shard:
+    `matsign.optim.torch.qk_clip_`).
+
+    Parameters
+    ----------
+    max_logits : array of shape (num_heads,)
+        Each query head's largest pre-softmax logit over the batch.
+    threshold, num_heads, alpha, num_kv_heads
+        See `qk_clip`.
+
+    Returns
+    -------
+    (query, key) : array of shape (num_heads,), and the same or None
+        ``gamma^alpha`` and ``gamma^(1 - alpha)`` with ``gamma`` from `clip_factors`;
+        with grouped-query attention, ``gamma`` on the queries and None for the keys
+        (shared key heads are left untouched).
+
+    Raises
+    ------
+    ValueError
+        For a bad threshold, alpha or head count.
+    """
+    alpha = as_rate(alpha, "alpha", "qk_clip", closed=True)
     gamma = clip_factors(max_logits, threshold)
+    if max_logits.shape != (num_heads,):
+        msg = (f"qk_clip: max_logits must have shape ({num_heads},), one per query head; "
+               f"got {tuple(max_logits.shape)}")
+        raise ValueError(msg)
     kv = num_heads if num_kv_heads is None else num_kv_heads
     if kv < 1 or num_heads % kv:
         msg = f"qk_clip: {num_heads} query heads do not share {kv} key heads evenly"
         raise ValueError(msg)
     if kv != num_heads:
-        return _per_head(w_q, gamma, num_heads, orientation, xp), w_k
-    return (_per_head(w_q, gamma**alpha, num_heads, orientation, xp),
-            _per_head(w_k, gamma ** (1.0 - alpha), num_heads, orientation, xp))
+        return gamma, None
+    return gamma**alpha, gamma ** (1.0 - alpha)
 
 
 def qk_clip_mla(

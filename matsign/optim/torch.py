@@ -1637,14 +1637,18 @@ def qk_clip_(
     """MuonClip's QK-Clip in place, for a training loop that recorded each head's max logit.
 
     `matsign.optim.qk_clip` on the weights of a query and a key projection (torch's
-    ``nn.Linear`` layout, heads contiguous along the rows), written back into them.
+    ``nn.Linear`` layout, heads contiguous along the rows), written into them. Weights
+    sharded by FSDP2 (DTensors, ``Shard(0)`` or ``Replicate()`` on a 1-D mesh) are scaled
+    shard by shard, with no communication: each rank scales the rows it holds by their
+    head's factor, and the full weights come out as `matsign.optim.qk_clip` gives them.
 
     Parameters
     ----------
     w_q, w_k : Tensor or nn.Linear
         The query and key projections (their ``weight``).
     max_logits : Tensor of shape (num_heads,)
-        Each query head's largest pre-softmax logit over the batch.
+        Each query head's largest pre-softmax logit over the batch; the same on every
+        rank (reduce it with ``all_reduce(..., op=MAX)`` first).
     threshold, num_heads, alpha, num_kv_heads
         See `matsign.optim.qk_clip`.
 
@@ -1656,8 +1660,8 @@ def qk_clip_(
     Raises
     ------
     ValueError
-        As `matsign.optim.qk_clip`, and for sharded DTensor weights (call it on the
-        full weights).
+        As `matsign.optim.qk_clip`, and for DTensors laid out otherwise (sharded by
+        columns, or on a mesh of more than one dimension).
 
     Examples
     --------
@@ -1668,14 +1672,40 @@ def qk_clip_(
     >>> gamma
     tensor([0.2500, 1.0000])
     """
-    from .clip import clip_factors, qk_clip
+    from .clip import clip_factors, qk_factors
 
-    weights = [w.weight if isinstance(w, torch.nn.Linear) else w for w in (w_q, w_k)]
-    if any(distributed.local(w) is not w for w in weights):
-        msg = "qk_clip_: the weights are sharded DTensors; clip the full weights"
-        raise ValueError(msg)
-    new_q, new_k = qk_clip(*weights, max_logits, threshold=threshold, num_heads=num_heads,
-                           alpha=alpha, num_kv_heads=num_kv_heads)
-    weights[0].copy_(new_q)
-    weights[1].copy_(new_k)
+    w_q, w_k = (w.weight if isinstance(w, torch.nn.Linear) else w for w in (w_q, w_k))
+    max_logits = max_logits.full_tensor() if hasattr(max_logits, "full_tensor") else max_logits
+    on_q, on_k = qk_factors(max_logits, threshold=threshold, num_heads=num_heads, alpha=alpha,
+                            num_kv_heads=num_kv_heads)
+    _scale_heads_(w_q, on_q, num_heads)
+    if on_k is not None:
+        _scale_heads_(w_k, on_k, num_heads)
     return clip_factors(max_logits, threshold)
+
+
+def _scale_heads_(w, factors, heads):
+    """Rows of head ``h`` of ``w`` (heads contiguous along the rows) times ``factors[h]``."""
+    if w.ndim == 0 or w.shape[0] % heads:
+        msg = (f"qk_clip: a weight of shape {tuple(w.shape)} does not split into {heads} "
+               f"heads along its rows")
+        raise ValueError(msg)
+    start, part = _held_rows(w), distributed.local(w)
+    per_row = factors.to(w.dtype).repeat_interleave(w.shape[0] // heads)
+    part.mul_(per_row[start:start + part.shape[0]].reshape(-1, *(1,) * (w.ndim - 1)))
+
+
+def _held_rows(w):
+    """The first row of ``w`` that this rank holds: 0, or its ``Shard(0)`` offset."""
+    if distributed.local(w) is w:
+        return 0
+    placements = tuple(type(p).__name__ for p in w.placements)
+    if placements == ("Replicate",):
+        return 0
+    if placements != ("Shard",) or w.placements[0].dim != 0:
+        msg = (f"qk_clip_: DTensor weights must be sharded by rows on a 1-D mesh (FSDP2) or "
+               f"replicated; got placements {w.placements}")
+        raise ValueError(msg)
+    mesh = w.device_mesh
+    counts = distributed.shard_rows(w.shape[0], mesh.size())
+    return sum(counts[:mesh.get_local_rank()])
