@@ -85,11 +85,13 @@ def table_html(name, meta, values):
     if not params:
         cell = format_value(values.get(()), unit)
         return f"<table><tr><th>{html.escape(name)}</th><td>{cell}</td></tr></table>"
-    *row_params, columns = params
+    *row_params, all_columns = params
     rows = [combo for combo in itertools.product(*row_params)
-            if any(_finite(values.get((*combo, c))) for c in columns)]
+            if any(_finite(values.get((*combo, c))) for c in all_columns)]
     if not rows:
         return "<p class='note'>every combination skipped or failed here</p>"
+    columns = [c for c in all_columns if any(_finite(values.get((*combo, c))) for combo in rows)]
+    empty = [c for c in all_columns if c not in columns]
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names[:-1])
     head += "".join(f"<th>{html.escape(names[-1])}={html.escape(c)}</th>" for c in columns)
     body = ""
@@ -99,8 +101,10 @@ def table_html(name, meta, values):
                          for c in columns)
         body += f"<tr>{cells}</tr>"
     skipped = sum(1 for v in values.values() if not _finite(v))
+    left_out = "" if not empty else (f"; left out, with no result here: {html.escape(names[-1])}="
+                                     + ", ".join(html.escape(c) for c in empty))
     note = f"<p class='note'>unit: {html.escape(unit)}; {skipped} of {len(values)} " \
-           "combinations skipped (n/a) or failed</p>"
+           f"combinations skipped (n/a) or failed{left_out}</p>"
     return f"<table><tr>{head}</tr>{body}</table>{note}"
 
 
