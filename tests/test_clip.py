@@ -190,3 +190,13 @@ def test_the_torch_helper_clips_in_place():
     np.testing.assert_array_equal(k.weight.detach().numpy(), want_k)
     np.testing.assert_allclose(gamma.numpy(), np.minimum(1.0, tau / logits), rtol=1e-12)
     assert q.weight.requires_grad  # still a parameter
+
+
+def test_the_torch_helper_checks_both_weights_before_writing_either():
+    torch = pytest.importorskip("torch")
+    from matsign.optim.torch import qk_clip_
+
+    q, k = torch.ones(HEADS * HEAD_DIM, D_MODEL), torch.ones(HEADS * HEAD_DIM - 2, D_MODEL)
+    with pytest.raises(ValueError, match="does not split into 4 heads"):
+        qk_clip_(q, k, torch.full((HEADS,), 400.0), threshold=100.0, num_heads=HEADS)
+    assert torch.equal(q, torch.ones(HEADS * HEAD_DIM, D_MODEL))  # the query is untouched

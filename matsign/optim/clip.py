@@ -155,7 +155,15 @@ def qk_factors(
     Raises
     ------
     ValueError
-        For a bad threshold, alpha or head count.
+        For a bad threshold, alpha or head count, or ``max_logits`` not of shape
+        ``(num_heads,)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matsign.optim import qk_factors
+    >>> qk_factors(np.array([400.0, 50.0]), threshold=100.0, num_heads=2)   # gamma = 1/4, 1
+    (array([0.5, 1. ]), array([0.5, 1. ]))
     """
     alpha = as_rate(alpha, "alpha", "qk_clip", closed=True)
     gamma = clip_factors(max_logits, threshold)

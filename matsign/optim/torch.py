@@ -1678,25 +1678,25 @@ def qk_clip_(
     max_logits = max_logits.full_tensor() if hasattr(max_logits, "full_tensor") else max_logits
     on_q, on_k = qk_factors(max_logits, threshold=threshold, num_heads=num_heads, alpha=alpha,
                             num_kv_heads=num_kv_heads)
-    _scale_heads_(w_q, on_q, num_heads)
-    if on_k is not None:
-        _scale_heads_(w_k, on_k, num_heads)
+    scaled = [(w_q, on_q)] + ([] if on_k is None else [(w_k, on_k)])
+    starts = [_first_held_row(w, num_heads) for w, _ in scaled]  # every check before a write
+    for (w, factors), start in zip(scaled, starts, strict=True):
+        part = distributed.local(w)
+        per_row = factors.to(w.dtype).repeat_interleave(w.shape[0] // num_heads)
+        part.mul_(per_row[start:start + part.shape[0]].reshape(-1, *(1,) * (w.ndim - 1)))
     return clip_factors(max_logits, threshold)
 
 
-def _scale_heads_(w, factors, heads):
-    """Rows of head ``h`` of ``w`` (heads contiguous along the rows) times ``factors[h]``."""
+def _first_held_row(w, heads):
+    """The first row of ``w`` this rank holds (0, or its ``Shard(0)`` offset), checked.
+
+    ``w`` must split into ``heads`` heads along its rows, and a DTensor be replicated or
+    sharded by rows on a 1-D mesh (FSDP2), cut as torch.chunk cuts.
+    """
     if w.ndim == 0 or w.shape[0] % heads:
         msg = (f"qk_clip: a weight of shape {tuple(w.shape)} does not split into {heads} "
                f"heads along its rows")
         raise ValueError(msg)
-    start, part = _held_rows(w), distributed.local(w)
-    per_row = factors.to(w.dtype).repeat_interleave(w.shape[0] // heads)
-    part.mul_(per_row[start:start + part.shape[0]].reshape(-1, *(1,) * (w.ndim - 1)))
-
-
-def _held_rows(w):
-    """The first row of ``w`` that this rank holds: 0, or its ``Shard(0)`` offset."""
     if distributed.local(w) is w:
         return 0
     placements = tuple(type(p).__name__ for p in w.placements)
