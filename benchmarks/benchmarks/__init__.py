@@ -16,6 +16,8 @@ compare``.
 import contextlib
 import functools
 import os
+import time
+from pathlib import Path
 
 THREADS = int(os.environ.get("MATSIGN_BENCH_THREADS", "1"))
 # Rows on devices not listed here are skipped, e.g. MATSIGN_BENCH_DEVICES=cuda on a GPU
@@ -33,6 +35,35 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 def sizes(full, smoke):
     """The sizes a benchmark runs: ``full``, or ``smoke`` when ``MATSIGN_BENCH_SMOKE=1``."""
     return list(smoke if SMOKE else full)
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, or "unknown CPU"."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def rotated_rounds(steps, repeat, before=None):
+    """Seconds of each ``steps[label]()`` over ``repeat`` rounds, for the scripts' ratios.
+
+    Every round runs each step once, and round ``i`` starts at the ``i``-th label, so
+    that no row always runs first (after a pause) or last; a burst of outside load then
+    costs every row of its round alike, and ratios are taken per round. ``before(label)``
+    runs just before each timed call, untimed (restoring gradients).
+    """
+    labels = list(steps)
+    seconds = {label: [] for label in labels}
+    for i in range(repeat):
+        for label in labels[i % len(labels):] + labels[:i % len(labels)]:
+            if before is not None:
+                before(label)
+            start = time.perf_counter()
+            steps[label]()
+            seconds[label].append(time.perf_counter() - start)
+    return seconds
 
 
 def wait(x):

@@ -69,11 +69,11 @@ import time
 from pathlib import Path
 
 try:
-    from . import sizes
+    from . import cpu_model, sizes
     from .bench_optim import BLOCKS, gpt2_like_parameters
 except ImportError:  # run as a script: python benchmarks/benchmarks/bench_distributed.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package's folder
-    from benchmarks import sizes
+    from benchmarks import cpu_model, sizes
     from benchmarks.bench_optim import BLOCKS, gpt2_like_parameters
 
 try:
@@ -607,13 +607,6 @@ RATIOS = [  # (label, row, reference): row's time over reference's, per round
 ]
 
 
-def _cpu_model():
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
 
 def _format(load):
     return "unknown" if load is None else f"{load:.1f}"
@@ -621,7 +614,7 @@ def _format(load):
 
 def print_steps(result, width, steps):
     print(f"Muon step, GPT-2-like matrices at width {width}, float32, {steps} rounds; "
-          f"{_cpu_model()}, {os.cpu_count()} CPUs, 1 torch thread per process, "
+          f"{cpu_model()}, {os.cpu_count()} CPUs, 1 torch thread per process, "
           f"torch {torch.__version__}; 1-minute load average {_format(result['load'][0])} "
           f"at the start, {_format(result['load'][1])} after the last round")
     seconds = result["seconds"]
@@ -665,7 +658,7 @@ def main(argv=None):
     parser.add_argument("--no-times", action="store_true", help="skip the step times")
     parser.add_argument("--json", help="also write the measurements to this file")
     args = parser.parse_args(argv)
-    measured = {"width": args.width, "cpu": _cpu_model()}
+    measured = {"width": args.width, "cpu": cpu_model()}
     if not args.no_times:
         rows = args.rows.split(",")
         measured["steps"] = measure_steps(args.width, args.steps, rows=rows,

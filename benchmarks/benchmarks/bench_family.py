@@ -38,14 +38,13 @@ import importlib.util
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 try:
-    from . import THREADS, pin_threads, sizes
+    from . import THREADS, cpu_model, pin_threads, rotated_rounds, sizes
 except ImportError:  # run as a script: python benchmarks/benchmarks/bench_family.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package's folder
-    from benchmarks import THREADS, pin_threads, sizes
+    from benchmarks import THREADS, cpu_model, pin_threads, rotated_rounds, sizes
 
 try:
     import torch
@@ -234,21 +233,8 @@ def measure(width, repeat):
     optimizers = {row: make(row, gpt2_like_parameters(width)) for row in rows}
     for opt in optimizers.values():
         opt.step()
-    seconds = {row: [] for row in rows}
-    for i in range(repeat):
-        for row in rows[i % len(rows):] + rows[:i % len(rows)]:
-            start = time.perf_counter()
-            optimizers[row].step()
-            seconds[row].append(time.perf_counter() - start)
-    return seconds
+    return rotated_rounds({row: opt.step for row, opt in optimizers.items()}, repeat)
 
-
-def _cpu_model():
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def report(width, repeat):
@@ -258,7 +244,7 @@ def report(width, repeat):
     versions = f"torch {torch.__version__}, matsign {matsign.__version__}"
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         versions += f", pytorch-optimizer {importlib.metadata.version('pytorch-optimizer')}"
-    print(f"{versions}; {_cpu_model()}, {os.cpu_count()} CPUs, {THREADS} thread(s)")
+    print(f"{versions}; {cpu_model()}, {os.cpu_count()} CPUs, {THREADS} thread(s)")
     print("agreement after 20 steps (max relative parameter difference):")
     for pair in PAIRS:
         with contextlib.suppress(NotImplementedError):

@@ -48,21 +48,19 @@ times every row once, rows rotated; ratios are medians of per-round ratios)::
 """
 
 import argparse
-import contextlib
 import importlib.metadata
 import importlib.util
 import itertools
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 try:
-    from . import THREADS, pin_threads, sizes
+    from . import THREADS, cpu_model, pin_threads, rotated_rounds, sizes
 except ImportError:  # run as a script: python benchmarks/benchmarks/bench_heavyball.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package's folder
-    from benchmarks import THREADS, pin_threads, sizes
+    from benchmarks import THREADS, cpu_model, pin_threads, rotated_rounds, sizes
 
 try:
     import torch
@@ -283,22 +281,8 @@ def measure(width, repeat, compiled=False):
     for stepper in steppers.values():
         for _ in range(3 if stepper.compiled else 1):  # state; compilation (SOAP's second step)
             stepper.step()
-    labels = list(steppers)
-    seconds = {label: [] for label in labels}
-    for i in range(repeat):
-        for label in labels[i % len(labels):] + labels[:i % len(labels)]:
-            start = time.perf_counter()
-            steppers[label].step()
-            seconds[label].append(time.perf_counter() - start)
-    return seconds
+    return rotated_rounds({label: stepper.step for label, stepper in steppers.items()}, repeat)
 
-
-def _cpu_model():
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def _ratio(seconds, mine, peer):
@@ -310,7 +294,7 @@ def report(width, repeat, compiled=False):
     import matsign
 
     print(f"torch {torch.__version__}, matsign {matsign.__version__}, heavyball "
-          f"{importlib.metadata.version('heavyball')}; {_cpu_model()}, {os.cpu_count()} CPUs, "
+          f"{importlib.metadata.version('heavyball')}; {cpu_model()}, {os.cpu_count()} CPUs, "
           f"{THREADS} thread(s)")
     print(f"agreement after {STEPS} steps (max relative parameter difference), float32 "
           f"unless named:")

@@ -48,10 +48,10 @@ import time
 from pathlib import Path
 
 try:
-    from . import THREADS, pin_threads, sizes
+    from . import THREADS, cpu_model, pin_threads, sizes
 except ImportError:  # run as a script: python benchmarks/benchmarks/bench_optax.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package's folder
-    from benchmarks import THREADS, pin_threads, sizes
+    from benchmarks import THREADS, cpu_model, pin_threads, sizes
 
 ROWS = ["matsign", "optax.contrib.muon"]
 CASES = sizes(["gpt2-small-4-layers"], ["gpt2-small-1-layer"])  # the script: "gpt2-small"
@@ -301,13 +301,6 @@ class TrackOptaxMuonRatio:
 # --- Script --------------------------------------------------------------------------------
 
 
-def _cpu_model():
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
 
 def _load():
     with contextlib.suppress(OSError, AttributeError):
@@ -322,7 +315,7 @@ def report(result, case, threads):
     parameters = sum(math.prod(s) for s in
                      jax.tree.leaves(gpt2_shapes(BLOCKS[case]), is_leaf=_is_shape))
     print(f"Muon step under jax.jit, {case} ({parameters / 1e6:.1f}M parameters, float32), "
-          f"{len(result['gemm_seconds'])} interleaved rounds; {_cpu_model()}, "
+          f"{len(result['gemm_seconds'])} interleaved rounds; {cpu_model()}, "
           f"{os.cpu_count()} CPUs, XLA threads: {'1' if threads == 1 else 'default pool'}; "
           f"jax {jax.__version__}, optax {optax.__version__}; load {_load()} after the rounds")
     print(f"Newton-Schulz model: {result['flops'] / 1e9:.1f} GFLOP per step; GEMM "
