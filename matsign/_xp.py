@@ -252,6 +252,19 @@ def frobenius_norm(x, *, xp):
     return scale * xp.sqrt(xp.sum(y * y, axis=(-2, -1), keepdims=True))
 
 
+def sign(x, *, xp):
+    """The sign of each entry (-1, 0 or 1), NaN where ``x`` is NaN, as the array API says.
+
+    torch's own ``sign`` maps NaN to 0 and array-api-compat mends that with a masked
+    assignment, about 7x the cost of ``torch.sign`` on a CPU. For torch floating tensors
+    the sign is formed as ``copysign(ceil(min(|x|, 1)), x)`` instead: three in-place
+    passes over one temporary, NaN kept (``-0.0`` gives ``-0.0``, which is 0).
+    """
+    if (_library(xp) == "torch") and x.dtype.is_floating_point:
+        return x.abs().clamp_(max=1).ceil_().copysign_(x)
+    return xp.sign(x)
+
+
 def scaled_by_largest(x, *, xp):
     """``(x / s, s)`` with ``s`` the largest absolute entry of each matrix (..., 1, 1).
 

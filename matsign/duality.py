@@ -136,7 +136,7 @@ def dualize(
     if norm == "frobenius":
         return G / _xp.safe_divisor(_xp.frobenius_norm(G, xp=xp), xp=xp)
     if norm == "linf":
-        return xp.sign(G)
+        return _xp.sign(G, xp=xp)
     if norm == "l1_to_rms":
         return _dualize_l1_to_rms(G, orientation, xp)
     return _dualize_conv(G, orientation, kernel_ndim, options, xp)

@@ -230,3 +230,31 @@ def test_torch_tiger_skips_a_nonfinite_step(torch):
                                                           strict=True))
     after = {(id(p), k): v for p, s in opt.state.items() for k, v in s.items()}
     assert all(torch.equal(state[k], after[k]) for k in state)
+
+
+# --- The sign Tiger, Lion, AdaMuon and the l-inf dual map take -----------------------------
+
+SIGNS = [math.nan, -math.inf, -3.0, -1.0, -0.7, -1e-30, -0.0, 0.0, 1e-30, 0.25, 1.0, 2.5,
+         math.inf]
+
+
+def test_sign_matches_numpy_and_keeps_nan(backend, dtype):
+    from matsign import _xp
+
+    x = backend.asarray(np.array(SIGNS), dtype)
+    got = _xp.sign(x, xp=backend.xp)
+    assert got.dtype == x.dtype
+    np.testing.assert_array_equal(_xp.to_numpy(got).astype(np.float64), np.sign(SIGNS))
+
+
+def test_torch_sign_of_subnormals_and_of_a_nan_momentum(torch):
+    from array_api_compat import torch as xp
+
+    from matsign import _xp
+
+    tiny = torch.tensor([-1e-40, 1e-40, -1e-45, 1e-45], dtype=torch.float32)  # subnormal
+    np.testing.assert_array_equal(_xp.sign(tiny, xp=xp).numpy(), [-1.0, 1.0, -1.0, 1.0])
+    opt = optim.tiger(0.1)
+    u, _ = opt.update(torch.tensor([1.0, math.nan, -2.0]), opt.init(torch.zeros(3)),
+                      torch.zeros(3))
+    assert math.isnan(float(u[1])) and float(u[0]) < 0 < float(u[2])  # NaN is not hidden as 0

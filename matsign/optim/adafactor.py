@@ -426,7 +426,7 @@ def scale_by_tiger(beta: float = 0.945) -> Stepper:
     def update(grad, state, param):
         xp = _xp.namespace(grad)
         momentum = lerp(state.exp_avg, grad, 1.0 - beta)
-        return xp.sign(momentum), TigerState(momentum)
+        return _xp.sign(momentum, xp=xp), TigerState(momentum)
 
     return Stepper(init, update)
 

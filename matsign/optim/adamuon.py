@@ -259,7 +259,7 @@ def scale_by_adamuon(
         step = state.step + 1.0 if bias_correction else None
 
         def normalised(N, V):
-            O = orth(xp.sign(N) if sign else N)
+            O = orth(_xp.sign(N, xp=xp) if sign else N)
             V = lerp(V, O * O, 1.0 - b2)  # b2 V + (1 - b2) O^2, one fused pass on torch
             Vhat = V
             if bias_correction:  # a torch stack holds one count per member: (k,) -> (k, 1, 1)

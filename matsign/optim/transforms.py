@@ -320,7 +320,7 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99) -> Stepper:
 
     def update(grad, state, param):
         xp = _xp.namespace(grad)
-        direction = xp.sign(lerp(state.exp_avg, grad, 1.0 - b1))
+        direction = _xp.sign(lerp(state.exp_avg, grad, 1.0 - b1), xp=xp)
         return direction, LionState(lerp(state.exp_avg, grad, 1.0 - b2))
 
     return Stepper(init, update)
