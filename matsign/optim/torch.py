@@ -46,7 +46,7 @@ from ._base import (
 from ._torch_model import ModelOptimizer, module_labels
 from .adafactor import scale_by_adafactor, scale_by_tiger
 from .adamuon import normuon_axis, packed_shape, scale_by_adamuon, scale_by_normuon
-from .plan import newton_schulz_flops, root_flops, split
+from .plan import newton_schulz_flops, offsets, root_flops, split
 from .shampoo import scale_by_shampoo, scale_by_soap, shampoo, soap
 from .transforms import (
     SHAPE_SCALES,
@@ -1690,22 +1690,15 @@ def qk_clip_(
 def _first_held_row(w, heads):
     """The first row of ``w`` this rank holds (0, or its ``Shard(0)`` offset), checked.
 
-    ``w`` must split into ``heads`` heads along its rows, and a DTensor be replicated or
-    sharded by rows on a 1-D mesh (FSDP2), cut as torch.chunk cuts.
+    ``w`` must split into ``heads`` heads along its rows; its layout is checked and read
+    by `_torch_distributed.placement`, as for every parameter of the optimizers.
     """
     if w.ndim == 0 or w.shape[0] % heads:
         msg = (f"qk_clip: a weight of shape {tuple(w.shape)} does not split into {heads} "
                f"heads along its rows")
         raise ValueError(msg)
-    if distributed.local(w) is w:
+    where = distributed.placement(w)
+    if not where.sharded:
         return 0
-    placements = tuple(type(p).__name__ for p in w.placements)
-    if placements == ("Replicate",):
-        return 0
-    if placements != ("Shard",) or w.placements[0].dim != 0:
-        msg = (f"qk_clip_: DTensor weights must be sharded by rows on a 1-D mesh (FSDP2) or "
-               f"replicated; got placements {w.placements}")
-        raise ValueError(msg)
-    mesh = w.device_mesh
-    counts = distributed.shard_rows(w.shape[0], mesh.size())
-    return sum(counts[:mesh.get_local_rank()])
+    counts = distributed.shard_rows(w.shape[0], distributed.size(where.group))
+    return offsets(counts)[dist.get_rank(where.group)]
