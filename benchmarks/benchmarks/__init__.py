@@ -17,7 +17,6 @@ import contextlib
 import functools
 import os
 import time
-from pathlib import Path
 
 THREADS = int(os.environ.get("MATSIGN_BENCH_THREADS", "1"))
 # Rows on devices not listed here are skipped, e.g. MATSIGN_BENCH_DEVICES=cuda on a GPU
@@ -38,12 +37,10 @@ def sizes(full, smoke):
 
 
 def cpu_model():
-    """The CPU's model name from /proc/cpuinfo, or "unknown CPU"."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+    """The CPU's model name, as ``python -m matsign compare`` reports it."""
+    from matsign.cli.timing import cpu_name
+
+    return cpu_name()
 
 
 def rotated_rounds(steps, repeat, before=None):

@@ -33,6 +33,8 @@ from ..polar import msign
 from ..testing import matrix_with_singular_values
 from . import UsageError
 from .timing import (
+    cpu_name,
+    cpuinfo,
     gemm_fraction,
     gemm_like,
     limit_threads,
@@ -664,7 +666,7 @@ def machine_info(setup):
     """Host, library versions and thread pools, for the ``--json`` output."""
     info = {
         "platform": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_flags": _cpu_flags(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
@@ -688,23 +690,10 @@ def _version(module):
     return getattr(__import__(module), "__version__", None)
 
 
-def _cpu_name():
-    return _cpuinfo("model name") or platform.processor() or platform.machine()
-
-
 def _cpu_flags():
     """The instruction sets that decide GEMM speed (bfloat16 needs AMX or AVX-512 BF16)."""
-    flags = set(_cpuinfo("flags").split())
+    flags = set(cpuinfo("flags").split())
     return sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma"})
-
-
-def _cpuinfo(key):
-    """The first ``key : value`` of /proc/cpuinfo, or "" where there is none."""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.split(":", 1)[0].strip() == key:
-                return line.split(":", 1)[1].strip()
-    return ""
 
 
 # --- Output ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import platform
 import statistics
 import sys
 import time
@@ -25,8 +26,9 @@ import numpy as np
 
 from .. import _xp
 
-__all__ = ["Gemm", "gemm_flops", "gemm_fraction", "gemm_like", "limit_threads",
-           "median_ratio", "newton_schulz_flops", "pin_threads", "time_interleaved", "time_runs"]
+__all__ = ["Gemm", "cpu_name", "cpuinfo", "gemm_flops", "gemm_fraction", "gemm_like",
+           "limit_threads", "median_ratio", "newton_schulz_flops", "pin_threads",
+           "time_interleaved", "time_runs"]
 
 
 # --- Flop model -----------------------------------------------------------------------------
@@ -314,3 +316,17 @@ def limit_threads(threads):
         yield
     finally:
         restore()
+
+
+def cpu_name():
+    """The CPU's model name (/proc/cpuinfo, else what `platform` knows)."""
+    return cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpuinfo(key):
+    """The first ``key : value`` of /proc/cpuinfo, or "" where there is none."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.split(":", 1)[0].strip() == key:
+                return line.split(":", 1)[1].strip()
+    return ""
